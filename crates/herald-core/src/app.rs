@@ -1,0 +1,132 @@
+//! One tenant: its configuration and its live state on this node.
+//!
+//! Everything an app owns (channels, members, signed-in users, connection count) hangs off [`App`],
+//! so nothing can cross from one app to another. The settings are Pusher's defaults unless the
+//! operator says otherwise.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald_protocol::Secret;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Hub;
+use crate::users::Users;
+
+/// Per-app settings, as read from `[[apps]]` in the config file or `--app ID:KEY:SECRET`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: Secret,
+    /// A disabled app refuses connections (4003) and API calls (403).
+    pub enabled: bool,
+    /// Whether clients may send `client-*` events on private and presence channels.
+    pub client_events: bool,
+    /// Whether clients may sign in (`pusher:signin`).
+    pub user_signin: bool,
+    /// Connections allowed at once on this node; 0 means no limit. Over it: close 4004.
+    pub max_connections: usize,
+    /// Largest event `data` in bytes, on every ingress path (HTTP 413, client event 4305).
+    pub max_payload_bytes: usize,
+    pub max_channel_name_len: usize,
+    pub max_event_name_len: usize,
+    pub max_channels_per_connection: usize,
+    /// Channels one HTTP publish may name.
+    pub max_event_channels: usize,
+    /// Events one `batch_events` call may carry.
+    pub max_batch_events: usize,
+    pub max_presence_members: usize,
+    pub max_presence_user_info_bytes: usize,
+    pub max_presence_user_id_len: usize,
+    pub client_events_per_second: u32,
+    pub max_watchlist_size: usize,
+    /// When above 0, a connection that neither signs in nor subscribes to a private or presence
+    /// channel within this many seconds is closed with 4009.
+    pub require_auth_within_secs: u64,
+    /// How long a cache channel keeps its last event.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            key: String::new(),
+            secret: Secret::new(""),
+            enabled: true,
+            client_events: true,
+            user_signin: true,
+            max_connections: 0,
+            max_payload_bytes: 10 * 1024,
+            max_channel_name_len: 200,
+            max_event_name_len: 200,
+            max_channels_per_connection: 100,
+            max_event_channels: 100,
+            max_batch_events: 10,
+            max_presence_members: 100,
+            max_presence_user_info_bytes: 1024,
+            max_presence_user_id_len: 128,
+            client_events_per_second: 10,
+            max_watchlist_size: 100,
+            require_auth_within_secs: 0,
+            cache_ttl_secs: 30 * 60,
+        }
+    }
+}
+
+impl AppConfig {
+    /// An app with default settings and the given credentials.
+    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self { id: id.into(), key: key.into(), secret: Secret::new(secret), ..Self::default() }
+    }
+}
+
+/// An app's live state on this node.
+#[derive(Debug)]
+pub struct App {
+    pub config: AppConfig,
+    pub(crate) hub: Hub,
+    pub(crate) users: Users,
+    connections: AtomicUsize,
+}
+
+impl App {
+    pub fn new(config: AppConfig) -> Self {
+        Self { config, hub: Hub::default(), users: Users::default(), connections: AtomicUsize::new(0) }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn key(&self) -> &str {
+        &self.config.key
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.config.secret
+    }
+
+    /// Connections currently open on this node.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new connection unless the app is at its limit.
+    pub(crate) fn try_add_connection(&self) -> bool {
+        let max = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    pub(crate) fn remove_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Drops expired cache entries of channels nobody is subscribed to. Called periodically.
+    pub fn sweep(&self, now: tokio::time::Instant) {
+        self.hub.sweep(now);
+    }
+}

@@ -1,0 +1,25 @@
+//! Herald's domain, independent of any transport or HTTP framework.
+//!
+//! An [`App`] is one tenant: its settings, its local [`hub::Hub`] of channels and subscribers, its
+//! signed-in [`users::Users`]. A [`Session`] is one client's protocol state machine: it turns parsed
+//! client messages into subscriptions and frames, and writes every answer into the connection's
+//! [`Outbox`]. A transport (WebSocket today, HTTP fallbacks later) only moves text in and drains the
+//! outbox out; it never decides anything about channels. Nothing here opens a socket or names axum.
+
+pub mod app;
+pub mod connection;
+pub mod hub;
+pub mod outbox;
+pub mod presence;
+pub mod publish;
+pub mod rate_limit;
+pub mod registry;
+pub mod session;
+pub mod users;
+
+pub use app::{App, AppConfig};
+pub use connection::Connection;
+pub use outbox::Outbox;
+pub use publish::{ChannelInfo, Publish, PublishError};
+pub use registry::{Registry, RegistryError};
+pub use session::{Session, SessionOpenError};

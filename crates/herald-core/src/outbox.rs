@@ -1,0 +1,137 @@
+//! The bounded queue of encoded frames waiting to be written to one connection.
+//!
+//! Publishers push shared `Bytes` and never wait; the connection's own task drains everything that
+//! is waiting and writes it in one flush. The queue is bounded by bytes: a connection that falls
+//! further behind is marked for closing with [`CloseCode::OverCapacity`] instead of growing memory or
+//! slowing anyone else. The queue allocates nothing until the first frame arrives, so an idle
+//! connection costs only this struct.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use herald_protocol::CloseCode;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Default byte budget of one connection's queue.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    close: Option<CloseCode>,
+}
+
+/// What a drain found besides frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    Open,
+    /// The connection must be closed with this code once the drained frames are written.
+    Close(CloseCode),
+}
+
+impl Outbox {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { state: Mutex::new(State::default()), notify: Notify::new(), max_bytes }
+    }
+
+    /// Queues a frame. Returns false when the connection is closing (the frame is dropped); a push
+    /// that exceeds the budget starts the close with [`CloseCode::OverCapacity`].
+    pub fn push(&self, frame: Bytes) -> bool {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        if state.bytes + frame.len() > self.max_bytes {
+            state.close = Some(CloseCode::OverCapacity);
+            state.frames.clear();
+            state.bytes = 0;
+            drop(state);
+            self.notify.notify_one();
+            return false;
+        }
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Asks the connection's task to close with `code` after what is already queued. The first
+    /// close wins.
+    pub fn close(&self, code: CloseCode) {
+        let mut state = self.state.lock();
+        if state.close.is_none() {
+            state.close = Some(code);
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.state.lock().close.is_some()
+    }
+
+    /// Moves every waiting frame into `out` and reports whether the connection must close.
+    pub fn drain(&self, out: &mut Vec<Bytes>) -> Drained {
+        let mut state = self.state.lock();
+        out.extend(state.frames.drain(..));
+        state.bytes = 0;
+        if state.frames.capacity() > 64 {
+            state.frames = VecDeque::new();
+        }
+        match state.close {
+            Some(code) => Drained::Close(code),
+            None => Drained::Open,
+        }
+    }
+
+    /// Waits until something was pushed or a close was requested since the last wait.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_closes_instead_of_growing() {
+        let outbox = Outbox::new(10);
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert!(outbox.push(Bytes::from_static(b"12345")));
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out), Drained::Close(CloseCode::OverCapacity));
+        assert!(out.is_empty(), "queued frames are dropped: the client resumes instead");
+        assert!(!outbox.push(Bytes::from_static(b"1")));
+    }
+
+    #[test]
+    fn drain_keeps_order_and_first_close_wins() {
+        let outbox = Outbox::new(100);
+        outbox.push(Bytes::from_static(b"a"));
+        outbox.push(Bytes::from_static(b"b"));
+        outbox.close(CloseCode::Unauthorized);
+        outbox.close(CloseCode::Reconnect);
+        let mut out = Vec::new();
+        assert_eq!(outbox.drain(&mut out), Drained::Close(CloseCode::Unauthorized));
+        assert_eq!(out, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+    }
+
+    #[tokio::test]
+    async fn ready_wakes_after_a_push_made_before_waiting() {
+        let outbox = Outbox::new(100);
+        outbox.push(Bytes::from_static(b"a"));
+        outbox.ready().await;
+    }
+}

@@ -1,0 +1,373 @@
+//! One client's protocol state: subscriptions, sign-in, client-event budget.
+//!
+//! A transport feeds the session each text frame it receives; the session answers by queuing frames
+//! on the connection's outbox, and asks for a close the same way. Bad input is answered in the
+//! protocol's own terms (`pusher:error`, `pusher:subscription_error`, or a close code) and affects
+//! only this connection. Dropping the session undoes everything it registered, whatever the reason
+//! the connection ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use herald_protocol::client_message::{Signin, Subscribe};
+use herald_protocol::server_frame::{self, SubscriptionErrorKind};
+use herald_protocol::signature::{channel_auth_message, signin_message, verify_auth};
+use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::connection::Connection;
+use crate::hub::JoinRefused;
+use crate::presence::MemberJoin;
+use crate::rate_limit::TokenBucket;
+
+/// Room for the envelope around the largest allowed event data.
+const ENVELOPE_ALLOWANCE: usize = 2048;
+
+#[derive(Debug)]
+pub struct Session {
+    app: Arc<App>,
+    connection: Arc<Connection>,
+    subscriptions: HashMap<Arc<str>, Subscription>,
+    user: Option<SignedIn>,
+    client_events: TokenBucket,
+    authorized: bool,
+    opened_at: Instant,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    kind: ChannelKind,
+    /// The user id this socket joined a presence channel as.
+    member: Option<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct SignedIn {
+    id: Arc<str>,
+    watchlist: Vec<Arc<str>>,
+}
+
+/// Why a connection is refused before it starts; each is a close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionOpenError {
+    #[error("app disabled")]
+    AppDisabled,
+    #[error("app over connection quota")]
+    OverQuota,
+}
+
+impl SessionOpenError {
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            Self::AppDisabled => CloseCode::AppDisabled,
+            Self::OverQuota => CloseCode::OverConnectionQuota,
+        }
+    }
+}
+
+/// A subscription refused, with what pusher-js should be told.
+struct Refusal {
+    kind: SubscriptionErrorKind,
+    message: String,
+}
+
+impl Refusal {
+    fn new(kind: SubscriptionErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+}
+
+impl Session {
+    /// Opens a session and queues `pusher:connection_established`.
+    pub fn open(
+        app: Arc<App>,
+        max_queued_bytes: usize,
+        activity_timeout_secs: u64,
+        now: Instant,
+    ) -> Result<Self, SessionOpenError> {
+        if !app.config.enabled {
+            return Err(SessionOpenError::AppDisabled);
+        }
+        if !app.try_add_connection() {
+            return Err(SessionOpenError::OverQuota);
+        }
+        let connection = Arc::new(Connection::new(max_queued_bytes));
+        connection.outbox.push(server_frame::connection_established(connection.socket_id, activity_timeout_secs));
+        let client_events = TokenBucket::new(app.config.client_events_per_second, now);
+        Ok(Self {
+            app,
+            connection,
+            subscriptions: HashMap::new(),
+            user: None,
+            client_events,
+            authorized: false,
+            opened_at: now,
+        })
+    }
+
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// When the app requires it: the instant by which this connection must have signed in or
+    /// subscribed to a private or presence channel.
+    pub fn auth_deadline(&self) -> Option<Instant> {
+        let secs = self.app.config.require_auth_within_secs;
+        (secs > 0).then(|| self.opened_at + Duration::from_secs(secs))
+    }
+
+    /// Whether the connection has signed in or subscribed to a signed channel.
+    pub fn is_authorized(&self) -> bool {
+        self.authorized
+    }
+
+    /// Handles one text frame from the client.
+    pub fn handle_text(&mut self, text: &str, now: Instant) {
+        let limit = self.app.config.max_payload_bytes + ENVELOPE_ALLOWANCE;
+        if text.len() > limit {
+            let message = format!("frame of {} bytes is larger than the limit of {limit} bytes", text.len());
+            return self.reject(ErrorCode::PayloadTooLarge, &message);
+        }
+        match ClientMessage::parse(text) {
+            Ok(message) => self.handle(message, now),
+            Err(error) => self.reject(error.code(), &error.to_string()),
+        }
+    }
+
+    fn handle(&mut self, message: ClientMessage, now: Instant) {
+        match message {
+            ClientMessage::Ping => {
+                self.connection.outbox.push(server_frame::pong());
+            }
+            ClientMessage::Pong => {}
+            ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe, now),
+            ClientMessage::Unsubscribe { channel } => self.unsubscribe(&channel, now),
+            ClientMessage::Signin(signin) => self.signin(signin),
+            ClientMessage::ClientEvent { event, channel, data } => self.client_event(&event, &channel, &data, now),
+        }
+    }
+
+    /// Queues a non-fatal `pusher:error`.
+    fn reject(&self, code: ErrorCode, message: &str) {
+        tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), code = code.code(), "{message}");
+        self.connection.outbox.push(server_frame::error(code.code(), message));
+    }
+
+    /// Queues a `pusher:error` with the close code, then the close itself.
+    fn close(&self, code: CloseCode, message: &str) {
+        tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), code = code.code(), "closing: {message}");
+        self.connection.outbox.push(server_frame::error(code.code(), message));
+        self.connection.outbox.close(code);
+    }
+
+    fn subscribe(&mut self, subscribe: Subscribe, now: Instant) {
+        if let Err(refusal) = self.try_subscribe(&subscribe, now) {
+            tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), "subscription refused: {}", refusal.message);
+            let frame = server_frame::subscription_error(&subscribe.channel, refusal.kind, &refusal.message);
+            self.connection.outbox.push(frame);
+        }
+    }
+
+    fn try_subscribe(&mut self, subscribe: &Subscribe, now: Instant) -> Result<(), Refusal> {
+        let config = &self.app.config;
+        let channel = ChannelName::parse(&subscribe.channel, config.max_channel_name_len)
+            .map_err(|e| Refusal::new(SubscriptionErrorKind::InvalidChannel, e.to_string()))?;
+        let already = self.subscriptions.contains_key(channel.as_str());
+        if !already && self.subscriptions.len() >= config.max_channels_per_connection {
+            let max = config.max_channels_per_connection;
+            return Err(Refusal::new(SubscriptionErrorKind::LimitReached, format!("at most {max} channels per connection")));
+        }
+        if channel.kind() == ChannelKind::ServerToUser {
+            return self.subscribe_user_stream(&channel);
+        }
+        if channel.kind().requires_auth() {
+            let message = channel_auth_message(self.connection.socket_id, channel.as_str(), subscribe.channel_data.as_deref());
+            verify_auth(self.app.key(), self.app.secret(), message.as_bytes(), subscribe.auth.as_deref())
+                .map_err(|e| Refusal::new(SubscriptionErrorKind::Auth, e.to_string()))?;
+        }
+        let member = match channel.kind() {
+            ChannelKind::Presence => Some(self.presence_member(subscribe.channel_data.as_deref())?),
+            _ => None,
+        };
+        let member = match (already, member) {
+            (true, _) => self.subscriptions[channel.as_str()].member.clone().map(|user_id| MemberJoin { user_id, user_info: None }),
+            (false, member) => member,
+        };
+        self.app
+            .hub
+            .subscribe(&channel, &self.connection, member.as_ref(), config.max_presence_members, now)
+            .map_err(|JoinRefused::PresenceFull| {
+                let max = config.max_presence_members;
+                Refusal::new(SubscriptionErrorKind::LimitReached, format!("presence channel is full ({max} members)"))
+            })?;
+        self.authorized |= channel.kind().requires_auth();
+        let subscription = Subscription { kind: channel.kind(), member: member.map(|m| m.user_id) };
+        self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
+        Ok(())
+    }
+
+    fn subscribe_user_stream(&mut self, channel: &ChannelName) -> Result<(), Refusal> {
+        let signed_in_as = self.user.as_ref().map(|u| &*u.id);
+        if signed_in_as.is_none() || signed_in_as != channel.user_id() {
+            return Err(Refusal::new(SubscriptionErrorKind::Auth, "sign in as this user to subscribe to its stream"));
+        }
+        self.connection.outbox.push(server_frame::subscription_succeeded(channel.as_str(), None));
+        let subscription = Subscription { kind: ChannelKind::ServerToUser, member: None };
+        self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
+        Ok(())
+    }
+
+    fn presence_member(&self, channel_data: Option<&str>) -> Result<MemberJoin, Refusal> {
+        #[derive(Deserialize)]
+        struct ChannelData {
+            user_id: serde_json::Value,
+            #[serde(default)]
+            user_info: Option<Box<RawValue>>,
+        }
+        let auth_error = |m: &str| Refusal::new(SubscriptionErrorKind::Auth, m);
+        let data = channel_data.ok_or_else(|| auth_error("presence channels need channel_data"))?;
+        let data: ChannelData =
+            serde_json::from_str(data).map_err(|_| auth_error("channel_data must be a JSON object with user_id"))?;
+        let user_id = match data.user_id {
+            serde_json::Value::String(s) if !s.is_empty() => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(auth_error("user_id must be a non-empty string or a number")),
+        };
+        let config = &self.app.config;
+        if user_id.len() > config.max_presence_user_id_len {
+            let max = config.max_presence_user_id_len;
+            return Err(Refusal::new(SubscriptionErrorKind::LimitReached, format!("user_id is longer than {max} characters")));
+        }
+        if data.user_info.as_ref().is_some_and(|info| info.get().len() > config.max_presence_user_info_bytes) {
+            let max = config.max_presence_user_info_bytes;
+            return Err(Refusal::new(SubscriptionErrorKind::LimitReached, format!("user_info is larger than {max} bytes")));
+        }
+        Ok(MemberJoin { user_id: Arc::from(user_id), user_info: data.user_info })
+    }
+
+    fn unsubscribe(&mut self, channel: &str, now: Instant) {
+        if let Some(subscription) = self.subscriptions.remove(channel) {
+            if subscription.kind != ChannelKind::ServerToUser {
+                self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
+            }
+        }
+    }
+
+    fn signin(&mut self, signin: Signin) {
+        if let Err(message) = self.try_signin(&signin) {
+            self.close(CloseCode::Unauthorized, &format!("sign-in refused: {message}"));
+        }
+    }
+
+    fn try_signin(&mut self, signin: &Signin) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct UserData {
+            id: serde_json::Value,
+            #[serde(default)]
+            watchlist: Vec<serde_json::Value>,
+        }
+        let config = &self.app.config;
+        if !config.user_signin {
+            return Err("user sign-in is disabled for this app".into());
+        }
+        let message = signin_message(self.connection.socket_id, &signin.user_data);
+        verify_auth(self.app.key(), self.app.secret(), message.as_bytes(), Some(&signin.auth)).map_err(|e| e.to_string())?;
+        let user: UserData =
+            serde_json::from_str(&signin.user_data).map_err(|_| "user_data must be a JSON object with an id")?;
+        let id = match user.id {
+            serde_json::Value::String(id) if !id.is_empty() => id,
+            _ => return Err("user_data.id must be a non-empty string".into()),
+        };
+        if id.len() > config.max_presence_user_id_len
+            || ChannelName::parse(&format!("#server-to-user-{id}"), usize::MAX).is_err()
+        {
+            return Err("user_data.id must be at most 128 characters from [A-Za-z0-9_-=@,.;]".into());
+        }
+        if let Some(current) = &self.user {
+            if *current.id != *id {
+                return Err("this connection is already signed in as another user".into());
+            }
+            self.connection.outbox.push(server_frame::signin_success(&signin.user_data));
+            return Ok(());
+        }
+        let mut watchlist: Vec<Arc<str>> =
+            user.watchlist.iter().filter_map(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from).collect();
+        if watchlist.len() > config.max_watchlist_size {
+            watchlist.truncate(config.max_watchlist_size);
+            let max = config.max_watchlist_size;
+            self.reject(ErrorCode::WatchlistTruncated, &format!("watchlist is longer than {max} ids; the first {max} are watched"));
+        }
+        self.connection.outbox.push(server_frame::signin_success(&signin.user_data));
+        let id: Arc<str> = Arc::from(id);
+        self.app.users.sign_in(&id, &self.connection, &watchlist);
+        self.user = Some(SignedIn { id, watchlist });
+        self.authorized = true;
+        Ok(())
+    }
+
+    fn client_event(&mut self, event: &str, channel: &str, data: &RawValue, now: Instant) {
+        match self.check_client_event(event, channel, data, now) {
+            Ok(user_id) => {
+                let frame = server_frame::channel_event(event, channel, FrameData::Json(data), user_id.as_deref());
+                self.app.hub.publish(channel, &frame, Some(self.connection.socket_id), None);
+            }
+            Err((code, message)) => self.reject(code, &message),
+        }
+    }
+
+    /// Checks a client event; on success returns the presence user id to attach.
+    fn check_client_event(
+        &mut self,
+        event: &str,
+        channel: &str,
+        data: &RawValue,
+        now: Instant,
+    ) -> Result<Option<Arc<str>>, (ErrorCode, String)> {
+        let config = &self.app.config;
+        let rejected = |m: &str| (ErrorCode::ClientEventRejected, format!("client event rejected: {m}"));
+        if !config.client_events {
+            return Err(rejected("client events are disabled for this app"));
+        }
+        if event.len() > config.max_event_name_len {
+            return Err(rejected(&format!("event name is longer than {} characters", config.max_event_name_len)));
+        }
+        let subscription = self.subscriptions.get(channel).ok_or_else(|| rejected("not subscribed to the channel"))?;
+        match subscription.kind {
+            ChannelKind::Private | ChannelKind::Presence => {}
+            ChannelKind::PrivateEncrypted => return Err(rejected("not allowed on encrypted channels")),
+            _ => return Err(rejected("only allowed on private and presence channels")),
+        }
+        if data.get().len() > config.max_payload_bytes {
+            let message = format!("client event data is larger than {} bytes", config.max_payload_bytes);
+            return Err((ErrorCode::PayloadTooLarge, message));
+        }
+        let member = subscription.member.clone();
+        if !self.client_events.try_take(now) {
+            let message = format!("client event rejected: more than {} per second", config.client_events_per_second);
+            return Err((ErrorCode::ClientEventRateLimited, message));
+        }
+        Ok(member)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        for (channel, subscription) in self.subscriptions.drain() {
+            if subscription.kind != ChannelKind::ServerToUser {
+                self.app.hub.unsubscribe(&channel, self.connection.socket_id, now);
+            }
+        }
+        if let Some(user) = self.user.take() {
+            self.app.users.sign_out(&user.id, self.connection.socket_id, &user.watchlist);
+        }
+        self.app.remove_connection();
+    }
+}

@@ -1,0 +1,49 @@
+//! API errors as values that know their HTTP status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use herald_core::PublishError;
+use herald_protocol::RequestAuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(#[from] RequestAuthError),
+    #[error("app disabled")]
+    AppDisabled,
+    #[error("unknown app id")]
+    UnknownApp,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::AppDisabled => StatusCode::FORBIDDEN,
+            Self::UnknownApp => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::PayloadTooLarge { .. } => Self::PayloadTooLarge(error.to_string()),
+            _ => Self::BadRequest(error.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        tracing::info!(status = status.as_u16(), "api request refused: {self}");
+        (status, format!("{self}\n")).into_response()
+    }
+}

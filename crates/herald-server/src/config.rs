@@ -1,0 +1,142 @@
+//! The configuration tree: `[server]` settings and `[[apps]]`, with defaults in one place.
+//!
+//! Parsing binds no port and opens no file but the one it is given, so `herald check-config` and
+//! tests can use it freely. Command-line flags and `HERALD_*` variables are applied by the binary on
+//! top of what is parsed here. [`DEFAULT_CONFIG`] is the commented file `herald print-default-config`
+//! prints; a test keeps it equal to the defaults below.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use herald_core::AppConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything `herald serve` needs.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+/// Node-wide settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+    /// Where durable state is kept.
+    pub data_dir: PathBuf,
+    /// Seconds of silence after which the server pings a client; announced in
+    /// `pusher:connection_established`.
+    pub activity_timeout_secs: u64,
+    /// Seconds a client has to answer a ping before it is closed with 4201.
+    pub pong_timeout_secs: u64,
+    /// Bytes of frames that may wait for one slow connection before it is closed with 4100.
+    pub max_queued_bytes: usize,
+    /// Largest HTTP API request body.
+    pub max_request_body_bytes: usize,
+    /// On SIGTERM, connections are told to reconnect (4200) at most this many per second.
+    pub shutdown_close_rate: u32,
+    /// On SIGTERM, how long to wait for connections to finish before exiting.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 6001)),
+            data_dir: PathBuf::from("./herald-data"),
+            activity_timeout_secs: 120,
+            pong_timeout_secs: 30,
+            max_queued_bytes: herald_core::outbox::DEFAULT_MAX_QUEUED_BYTES,
+            max_request_body_bytes: 1 << 20,
+            shutdown_close_rate: 2000,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration in {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid --app {0:?}: expected ID:KEY:SECRET")]
+    AppSpec(String),
+    #[error("{0} must be greater than 0")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks settings that would make the server misbehave rather than fail to start.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        let nonzero = [
+            ("server.activity_timeout_secs", server.activity_timeout_secs as usize),
+            ("server.pong_timeout_secs", server.pong_timeout_secs as usize),
+            ("server.max_queued_bytes", server.max_queued_bytes),
+            ("server.max_request_body_bytes", server.max_request_body_bytes),
+            ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
+        ];
+        match nonzero.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses `ID:KEY:SECRET` (the secret may itself contain ':').
+pub fn parse_app_spec(spec: &str) -> Result<AppConfig, ConfigError> {
+    let mut parts = spec.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some(key), Some(secret)) if !id.is_empty() && !key.is_empty() && !secret.is_empty() => {
+            Ok(AppConfig::new(id, key, secret))
+        }
+        _ => Err(ConfigError::AppSpec(spec.to_owned())),
+    }
+}
+
+/// The file printed by `herald print-default-config`: every option, its default, and why.
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_defaults_are_the_real_defaults() {
+        let printed = Config::from_toml(DEFAULT_CONFIG).unwrap();
+        assert_eq!(printed.server, ServerConfig::default());
+        let app = &printed.apps[0];
+        let expected = AppConfig::new("1", "herald-dev-key", "herald-dev-secret");
+        assert_eq!(app, &expected);
+    }
+
+    #[test]
+    fn unknown_options_are_errors() {
+        let error = Config::from_toml("[server]\nbindd = \"1.2.3.4:5\"").unwrap_err();
+        assert!(error.to_string().contains("bindd"), "{error}");
+        assert!(Config::from_toml("[[apps]]\nid = \"1\"\nmax_conections = 3").is_err());
+    }
+
+    #[test]
+    fn app_specs() {
+        let app = parse_app_spec("1:key:se:cret").unwrap();
+        assert_eq!((app.id.as_str(), app.key.as_str(), app.secret.expose()), ("1", "key", "se:cret"));
+        assert!(parse_app_spec("1:key").is_err());
+        assert!(parse_app_spec("1::s").is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! Herald's server: configuration, the WebSocket transport, the signed HTTP API, and shutdown.
+//!
+//! [`run`] takes an already bound listener and a shutdown future, so tests bind `127.0.0.1:0` and
+//! stop the server when they are done. This is the one crate that knows axum; the domain lives in
+//! `herald-core` and the wire format in `herald-protocol`.
+
+pub mod api;
+pub mod config;
+pub mod router;
+pub mod state;
+pub mod transport;
+
+use std::future::Future;
+
+use herald_core::{Registry, RegistryError};
+use tokio::net::TcpListener;
+use tokio::time::{Duration, Instant};
+
+pub use config::{Config, ConfigError, ServerConfig};
+pub use state::AppState;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Apps(#[from] RegistryError),
+    #[error("no app configured")]
+    NoApps,
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How often expired cache entries of unsubscribed channels are dropped.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serves `config` on `listener` until `shutdown` completes, then closes every connection with
+/// 4200 (paced) and waits up to `shutdown_grace_secs` for them to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    if config.apps.is_empty() {
+        return Err(ServeError::NoApps);
+    }
+    let registry = Registry::new(config.apps)?;
+    let state = AppState::new(registry, config.server);
+    let sweeper = tokio::spawn(sweep(state.clone()));
+    let token = state.shutdown.clone();
+    let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router::router(state.clone());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing connections with 4200");
+        token.cancel();
+    });
+    let result = serve.await;
+    state.shutdown.cancel();
+    state.tracker.close();
+    if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = state.tracker.len(), "shutdown grace period over; exiting with connections open");
+    }
+    sweeper.abort();
+    result.map_err(ServeError::Io)
+}
+
+async fn sweep(state: AppState) {
+    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        let now = Instant::now();
+        for app in state.registry.apps() {
+            app.sweep(now);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The route table: one place that says which path goes to which handler.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::api::{channels, events, users};
+use crate::state::AppState;
+use crate::transport::websocket;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.max_request_body_bytes;
+    Router::new()
+        .route("/app/{key}", get(websocket::upgrade))
+        .route("/apps/{app_id}/events", post(events::publish))
+        .route("/apps/{app_id}/batch_events", post(events::publish_batch))
+        .route("/apps/{app_id}/channels", get(channels::list))
+        .route("/apps/{app_id}/channels/{channel}", get(channels::show))
+        .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
+        .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
+        .route("/up", get(|| async { "OK\n" }))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

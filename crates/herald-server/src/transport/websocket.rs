@@ -1,0 +1,233 @@
+//! The WebSocket transport at `/app/{key}` (Pusher protocol 7).
+//!
+//! One task owns each socket. It waits on three things at once: a frame from the client, frames
+//! queued in the connection's outbox, and its timers (activity ping, pong deadline, authorization
+//! deadline, shutdown). Queued frames are written with `feed` and flushed once per wakeup, so a burst
+//! costs one write. Send and flush futures never sit in a `select!` arm; only `recv` (cancel-safe)
+//! does. Refusals that happen after the upgrade (unknown key, disabled app, quota) are sent as a
+//! `pusher:error` and a close code, since browsers cannot read an HTTP status on a failed upgrade.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use herald_core::outbox::Drained;
+use herald_core::{Session, SessionOpenError};
+use herald_protocol::{CloseCode, ErrorCode, server_frame};
+use tokio::time::{Duration, Instant, sleep_until};
+
+use crate::state::AppState;
+
+/// Protocol versions whose frames Herald speaks.
+const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
+/// Read buffer per socket: small, because most connections are idle (CRATES.md, measured).
+const READ_BUFFER_BYTES: usize = 2048;
+const WRITE_BUFFER_BYTES: usize = 8192;
+
+/// `GET /app/{key}`: upgrades, then runs the connection until it ends.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max_message = state.max_ws_message_bytes();
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.settings.max_queued_bytes.max(WRITE_BUFFER_BYTES * 2))
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| accept(state, socket, key, query))
+}
+
+async fn accept(state: AppState, mut socket: WebSocket, key: String, query: HashMap<String, String>) {
+    if let Err(code) = check_protocol(query.get("protocol").map(String::as_str)) {
+        return refuse(&mut socket, code).await;
+    }
+    let Some(app) = state.registry.by_key(&key).cloned() else {
+        tracing::info!("connection refused: unknown app key");
+        return refuse(&mut socket, CloseCode::AppNotFound).await;
+    };
+    let settings = &state.settings;
+    let session = match Session::open(app, settings.max_queued_bytes, settings.activity_timeout_secs, Instant::now()) {
+        Ok(session) => session,
+        Err(error @ (SessionOpenError::AppDisabled | SessionOpenError::OverQuota)) => {
+            return refuse(&mut socket, error.close_code()).await;
+        }
+    };
+    let _guard = state.tracker.token();
+    Connection::new(socket, session, &state).run().await;
+}
+
+/// Missing `protocol` is treated as 7, as Pusher-compatible servers do.
+fn check_protocol(protocol: Option<&str>) -> Result<(), CloseCode> {
+    let Some(text) = protocol else {
+        return Ok(());
+    };
+    let version: u32 = text.parse().map_err(|_| CloseCode::InvalidVersionFormat)?;
+    if SUPPORTED_PROTOCOLS.contains(&version) { Ok(()) } else { Err(CloseCode::UnsupportedProtocol) }
+}
+
+async fn refuse(socket: &mut WebSocket, code: CloseCode) {
+    let _ = socket.feed(text_message(server_frame::error(code.code(), code.reason()))).await;
+    let _ = socket.send(close_message(code.code(), code.reason())).await;
+}
+
+fn text_message(frame: Bytes) -> Message {
+    // Frames are produced by serde_json, so they are always UTF-8.
+    Message::Text(Utf8Bytes::try_from(frame).unwrap_or_default())
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+/// Why the loop ended and what, if anything, to send as a close frame.
+enum End {
+    /// The client closed or the socket failed: nothing more to send.
+    Gone,
+    Close(u16, &'static str),
+}
+
+struct Connection<'a> {
+    socket: WebSocket,
+    session: Session,
+    state: &'a AppState,
+    batch: Vec<Bytes>,
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(socket: WebSocket, session: Session, state: &'a AppState) -> Self {
+        let now = Instant::now();
+        Self { socket, session, state, batch: Vec::new(), last_seen: now, ping_sent: None }
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        if let End::Close(code, reason) = end {
+            let _ = self.socket.send(close_message(code, reason)).await;
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let connection = self.session.connection().clone();
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            if let Some(end) = self.write_pending().await {
+                return end;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return self.drain_for_shutdown().await,
+                () = connection.outbox.ready() => {}
+                message = self.socket.recv() => {
+                    if let Some(end) = self.on_message(message) {
+                        return end;
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    if let Some(end) = self.on_deadline() {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued, then flushes once.
+    async fn write_pending(&mut self) -> Option<End> {
+        let drained = self.session.connection().outbox.drain(&mut self.batch);
+        if !self.batch.is_empty() {
+            for frame in self.batch.drain(..) {
+                if self.socket.feed(text_message(frame)).await.is_err() {
+                    return Some(End::Gone);
+                }
+            }
+            if self.socket.flush().await.is_err() {
+                return Some(End::Gone);
+            }
+        }
+        match drained {
+            Drained::Open => None,
+            Drained::Close(code) => Some(End::Close(code.code(), code.reason())),
+        }
+    }
+
+    fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Option<End> {
+        let now = Instant::now();
+        self.last_seen = now;
+        self.ping_sent = None;
+        match message {
+            Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str(), now),
+            Some(Ok(Message::Binary(_))) => {
+                let frame = server_frame::error(ErrorCode::MalformedMessage.code(), "binary frames are not part of the protocol");
+                self.session.connection().outbox.push(frame);
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => return Some(End::Gone),
+            Some(Err(error)) => {
+                tracing::info!(socket_id = %self.session.connection().socket_id, "websocket error: {error}");
+                return Some(End::Close(1009, "Message too big or malformed"));
+            }
+        }
+        None
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let settings = &self.state.settings;
+        let liveness = match self.ping_sent {
+            Some(sent) => sent + Duration::from_secs(settings.pong_timeout_secs),
+            None => self.last_seen + Duration::from_secs(settings.activity_timeout_secs),
+        };
+        match self.session.auth_deadline().filter(|_| !self.session.is_authorized()) {
+            Some(auth) => auth.min(liveness),
+            None => liveness,
+        }
+    }
+
+    fn on_deadline(&mut self) -> Option<End> {
+        let now = Instant::now();
+        if self.session.auth_deadline().is_some_and(|d| d <= now) && !self.session.is_authorized() {
+            let code = CloseCode::Unauthorized;
+            let message = "sign in or subscribe to a private channel sooner";
+            self.session.connection().outbox.push(server_frame::error(code.code(), message));
+            self.session.connection().outbox.close(code);
+            return None;
+        }
+        match self.ping_sent {
+            Some(sent) if now >= sent + Duration::from_secs(self.state.settings.pong_timeout_secs) => {
+                let code = CloseCode::PongNotReceived;
+                Some(End::Close(code.code(), code.reason()))
+            }
+            Some(_) => None,
+            None => {
+                self.ping_sent = Some(now);
+                self.session.connection().outbox.push(server_frame::ping());
+                None
+            }
+        }
+    }
+
+    /// Waits for this connection's turn (closes are paced), then asks the client to reconnect.
+    async fn drain_for_shutdown(&mut self) -> End {
+        self.state.close_pacer.wait_turn().await;
+        let _ = self.write_pending().await;
+        let code = CloseCode::Reconnect;
+        let _ = self.socket.feed(text_message(server_frame::error(code.code(), code.reason()))).await;
+        End::Close(code.code(), code.reason())
+    }
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        tracing::debug!(socket_id = %self.session.connection().socket_id, "connection closed");
+    }
+}
+
