@@ -20,9 +20,12 @@ use crate::presence::{MemberJoin, Members, MembersFull};
 
 const SHARDS: usize = 16;
 
+/// One shard: channel name → channel state.
+type Shard = RwLock<HashMap<Arc<str>, Channel>>;
+
 #[derive(Debug)]
 pub(crate) struct Hub {
-    shards: Box<[RwLock<HashMap<Arc<str>, Channel>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
@@ -89,7 +92,7 @@ impl Channel {
 }
 
 impl Hub {
-    fn shard(&self, name: &str) -> &RwLock<HashMap<Arc<str>, Channel>> {
+    fn shard(&self, name: &str) -> &Shard {
         let index = self.hasher.hash_one(name) as usize % self.shards.len();
         &self.shards[index]
     }
@@ -145,12 +148,9 @@ impl Hub {
         let Some(state) = shard.get_mut(channel) else {
             return;
         };
-        if let Some(subscriber) = state.subscribers.remove(&socket_id) {
-            if let Some(user_id) = subscriber.user_id {
-                if state.members.leave(&user_id) {
-                    state.broadcast(&server_frame::member_removed(channel, &user_id), None);
-                }
-            }
+        let left = state.subscribers.remove(&socket_id).and_then(|s| s.user_id);
+        if let Some(user_id) = left.filter(|id| state.members.leave(id)) {
+            state.broadcast(&server_frame::member_removed(channel, &user_id), None);
         }
         if state.is_idle(now) {
             shard.remove(channel);
@@ -159,7 +159,13 @@ impl Hub {
 
     /// Queues `frame` for every subscriber but `exclude`; stores it first when `cache` is given.
     /// Returns how many subscribers it was queued for.
-    pub fn publish(&self, channel: &str, frame: &Bytes, exclude: Option<SocketId>, cache: Option<CachedEvent>) -> usize {
+    pub fn publish(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        exclude: Option<SocketId>,
+        cache: Option<CachedEvent>,
+    ) -> usize {
         match cache {
             None => self.shard(channel).read().get(channel).map_or(0, |state| state.broadcast(frame, exclude)),
             Some(cached) => {

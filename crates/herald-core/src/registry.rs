@@ -92,8 +92,17 @@ mod tests {
     fn refuses_ambiguous_or_empty_apps() {
         let a = AppConfig::new("1", "k", "s");
         assert!(Registry::new(vec![a.clone()]).is_ok());
-        assert_eq!(Registry::new(vec![a.clone(), AppConfig::new("1", "k2", "s")]).unwrap_err(), RegistryError::DuplicateId("1".into()));
-        assert_eq!(Registry::new(vec![a, AppConfig::new("2", "k", "s")]).unwrap_err(), RegistryError::DuplicateKey("k".into()));
-        assert_eq!(Registry::new(vec![AppConfig::new("1", "k", "")]).unwrap_err(), RegistryError::MissingCredentials { index: 0 });
+        assert_eq!(
+            Registry::new(vec![a.clone(), AppConfig::new("1", "k2", "s")]).unwrap_err(),
+            RegistryError::DuplicateId("1".into())
+        );
+        assert_eq!(
+            Registry::new(vec![a, AppConfig::new("2", "k", "s")]).unwrap_err(),
+            RegistryError::DuplicateKey("k".into())
+        );
+        assert_eq!(
+            Registry::new(vec![AppConfig::new("1", "k", "")]).unwrap_err(),
+            RegistryError::MissingCredentials { index: 0 }
+        );
     }
 }

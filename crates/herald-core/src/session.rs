@@ -182,13 +182,17 @@ impl Session {
         let already = self.subscriptions.contains_key(channel.as_str());
         if !already && self.subscriptions.len() >= config.max_channels_per_connection {
             let max = config.max_channels_per_connection;
-            return Err(Refusal::new(SubscriptionErrorKind::LimitReached, format!("at most {max} channels per connection")));
+            return Err(Refusal::new(
+                SubscriptionErrorKind::LimitReached,
+                format!("at most {max} channels per connection"),
+            ));
         }
         if channel.kind() == ChannelKind::ServerToUser {
             return self.subscribe_user_stream(&channel);
         }
         if channel.kind().requires_auth() {
-            let message = channel_auth_message(self.connection.socket_id, channel.as_str(), subscribe.channel_data.as_deref());
+            let message =
+                channel_auth_message(self.connection.socket_id, channel.as_str(), subscribe.channel_data.as_deref());
             verify_auth(self.app.key(), self.app.secret(), message.as_bytes(), subscribe.auth.as_deref())
                 .map_err(|e| Refusal::new(SubscriptionErrorKind::Auth, e.to_string()))?;
         }
@@ -197,16 +201,18 @@ impl Session {
             _ => None,
         };
         let member = match (already, member) {
-            (true, _) => self.subscriptions[channel.as_str()].member.clone().map(|user_id| MemberJoin { user_id, user_info: None }),
+            (true, _) => self.subscriptions[channel.as_str()]
+                .member
+                .clone()
+                .map(|user_id| MemberJoin { user_id, user_info: None }),
             (false, member) => member,
         };
-        self.app
-            .hub
-            .subscribe(&channel, &self.connection, member.as_ref(), config.max_presence_members, now)
-            .map_err(|JoinRefused::PresenceFull| {
+        self.app.hub.subscribe(&channel, &self.connection, member.as_ref(), config.max_presence_members, now).map_err(
+            |JoinRefused::PresenceFull| {
                 let max = config.max_presence_members;
                 Refusal::new(SubscriptionErrorKind::LimitReached, format!("presence channel is full ({max} members)"))
-            })?;
+            },
+        )?;
         self.authorized |= channel.kind().requires_auth();
         let subscription = Subscription { kind: channel.kind(), member: member.map(|m| m.user_id) };
         self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
@@ -243,20 +249,25 @@ impl Session {
         let config = &self.app.config;
         if user_id.len() > config.max_presence_user_id_len {
             let max = config.max_presence_user_id_len;
-            return Err(Refusal::new(SubscriptionErrorKind::LimitReached, format!("user_id is longer than {max} characters")));
+            return Err(Refusal::new(
+                SubscriptionErrorKind::LimitReached,
+                format!("user_id is longer than {max} characters"),
+            ));
         }
         if data.user_info.as_ref().is_some_and(|info| info.get().len() > config.max_presence_user_info_bytes) {
             let max = config.max_presence_user_info_bytes;
-            return Err(Refusal::new(SubscriptionErrorKind::LimitReached, format!("user_info is larger than {max} bytes")));
+            return Err(Refusal::new(
+                SubscriptionErrorKind::LimitReached,
+                format!("user_info is larger than {max} bytes"),
+            ));
         }
         Ok(MemberJoin { user_id: Arc::from(user_id), user_info: data.user_info })
     }
 
     fn unsubscribe(&mut self, channel: &str, now: Instant) {
-        if let Some(subscription) = self.subscriptions.remove(channel) {
-            if subscription.kind != ChannelKind::ServerToUser {
-                self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
-            }
+        let removed = self.subscriptions.remove(channel);
+        if removed.is_some_and(|s| s.kind != ChannelKind::ServerToUser) {
+            self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
         }
     }
 
@@ -278,7 +289,8 @@ impl Session {
             return Err("user sign-in is disabled for this app".into());
         }
         let message = signin_message(self.connection.socket_id, &signin.user_data);
-        verify_auth(self.app.key(), self.app.secret(), message.as_bytes(), Some(&signin.auth)).map_err(|e| e.to_string())?;
+        verify_auth(self.app.key(), self.app.secret(), message.as_bytes(), Some(&signin.auth))
+            .map_err(|e| e.to_string())?;
         let user: UserData =
             serde_json::from_str(&signin.user_data).map_err(|_| "user_data must be a JSON object with an id")?;
         let id = match user.id {
@@ -302,7 +314,10 @@ impl Session {
         if watchlist.len() > config.max_watchlist_size {
             watchlist.truncate(config.max_watchlist_size);
             let max = config.max_watchlist_size;
-            self.reject(ErrorCode::WatchlistTruncated, &format!("watchlist is longer than {max} ids; the first {max} are watched"));
+            self.reject(
+                ErrorCode::WatchlistTruncated,
+                &format!("watchlist is longer than {max} ids; the first {max} are watched"),
+            );
         }
         self.connection.outbox.push(server_frame::signin_success(&signin.user_data));
         let id: Arc<str> = Arc::from(id);

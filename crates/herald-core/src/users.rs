@@ -56,7 +56,9 @@ impl Users {
             inner.watchers.entry(watched.clone()).or_default().push(connection.clone());
             if inner.online.contains_key(watched) { online.push(&**watched) } else { offline.push(&**watched) }
         }
-        connection.outbox.push(server_frame::watchlist_events(&[(Presence::Online, online), (Presence::Offline, offline)]));
+        connection
+            .outbox
+            .push(server_frame::watchlist_events(&[(Presence::Online, online), (Presence::Offline, offline)]));
     }
 
     /// Undoes [`Users::sign_in`] for one connection.

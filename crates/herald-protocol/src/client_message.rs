@@ -19,10 +19,16 @@ pub enum ClientMessage {
     Ping,
     Pong,
     Subscribe(Subscribe),
-    Unsubscribe { channel: String },
+    Unsubscribe {
+        channel: String,
+    },
     Signin(Signin),
     /// A `client-*` event to relay to the channel's other subscribers.
-    ClientEvent { event: String, channel: String, data: Box<RawValue> },
+    ClientEvent {
+        event: String,
+        channel: String,
+        data: Box<RawValue>,
+    },
 }
 
 /// `pusher:subscribe` data.
@@ -98,8 +104,9 @@ impl ClientMessage {
                     .ok_or_else(|| MessageError::Malformed("client event without \"channel\"".into()))?;
                 let data = match envelope.data {
                     Some(raw) => raw.to_owned(),
-                    None => RawValue::from_string("{}".to_owned())
-                        .map_err(|e| MessageError::Malformed(e.to_string()))?,
+                    None => {
+                        RawValue::from_string("{}".to_owned()).map_err(|e| MessageError::Malformed(e.to_string()))?
+                    }
                 };
                 Ok(Self::ClientEvent { event: name.to_owned(), channel: channel.into_owned(), data })
             }

@@ -82,8 +82,7 @@ impl<'a> SignedRequest<'a> {
         if timestamp.abs_diff(now_unix_secs) > TIMESTAMP_WINDOW_SECS {
             return Err(RequestAuthError::StaleTimestamp);
         }
-        let signature =
-            self.param("auth_signature").ok_or(RequestAuthError::MissingParameter("auth_signature"))?;
+        let signature = self.param("auth_signature").ok_or(RequestAuthError::MissingParameter("auth_signature"))?;
         if !self.body.is_empty() {
             let expected = body_md5(self.body);
             let given = self.param("body_md5").ok_or(RequestAuthError::MissingParameter("body_md5"))?;
@@ -149,7 +148,10 @@ mod tests {
         assert_eq!(check(&q, BODY, 1353088179 + 601), Err(RequestAuthError::StaleTimestamp));
         assert_eq!(check(&q, BODY, 1353088179 - 601), Err(RequestAuthError::StaleTimestamp));
         assert_eq!(check(&q, "{}", 1353088179), Err(RequestAuthError::BodyDigestMismatch));
-        assert_eq!(check(&query(&SIG.replace('d', "e"), "1353088179"), BODY, 1353088179), Err(RequestAuthError::BadSignature));
+        assert_eq!(
+            check(&query(&SIG.replace('d', "e"), "1353088179"), BODY, 1353088179),
+            Err(RequestAuthError::BadSignature)
+        );
         assert_eq!(check(&query(SIG, "x"), BODY, 1353088179), Err(RequestAuthError::InvalidTimestamp));
         let no_sig: Vec<_> = q.iter().filter(|(k, _)| k != "auth_signature").cloned().collect();
         assert_eq!(check(&no_sig, BODY, 1353088179), Err(RequestAuthError::MissingParameter("auth_signature")));

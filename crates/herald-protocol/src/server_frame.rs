@@ -225,7 +225,10 @@ mod tests {
             text(connection_established(SocketId::new(12, 34), 120)),
             r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"12.34\",\"activity_timeout\":120}"}"#
         );
-        assert_eq!(text(error(4001, "App key not found")), r#"{"event":"pusher:error","data":"{\"message\":\"App key not found\",\"code\":4001}"}"#);
+        assert_eq!(
+            text(error(4001, "App key not found")),
+            r#"{"event":"pusher:error","data":"{\"message\":\"App key not found\",\"code\":4001}"}"#
+        );
         assert_eq!(text(cache_miss("cache-a")), r#"{"event":"pusher:cache_miss","channel":"cache-a"}"#);
         assert_eq!(
             text(subscription_succeeded("a", None)),
@@ -251,7 +254,10 @@ mod tests {
         let info = RawValue::from_string(r#"{"name":"Ann"}"#.into()).unwrap();
         let doc: serde_json::Value =
             serde_json::from_str(&presence_data([("1", Some(&*info)), ("2", None)].into_iter())).unwrap();
-        assert_eq!(doc, serde_json::json!({"presence":{"ids":["1","2"],"hash":{"1":{"name":"Ann"},"2":null},"count":2}}));
+        assert_eq!(
+            doc,
+            serde_json::json!({"presence":{"ids":["1","2"],"hash":{"1":{"name":"Ann"},"2":null},"count":2}})
+        );
     }
 
     #[test]

@@ -106,12 +106,21 @@ mod tests {
     #[test]
     fn pusher_vectors() {
         let private = channel_auth_message(sid(), "private-foobar", None);
-        assert_eq!(secret().sign(private.as_bytes()), "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4");
+        assert_eq!(
+            secret().sign(private.as_bytes()),
+            "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+        );
         let data = r#"{"user_id":10,"user_info":{"name":"Mr. Pusher"}}"#;
         let presence = channel_auth_message(sid(), "presence-foobar", Some(data));
-        assert_eq!(secret().sign(presence.as_bytes()), "afaed3695da2ffd16931f457e338e6c9f2921fa133ce7dac49f529792be6304c");
+        assert_eq!(
+            secret().sign(presence.as_bytes()),
+            "afaed3695da2ffd16931f457e338e6c9f2921fa133ce7dac49f529792be6304c"
+        );
         let signin = signin_message(sid(), r#"{"id":"12345"}"#);
-        assert_eq!(secret().sign(signin.as_bytes()), "4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba");
+        assert_eq!(
+            secret().sign(signin.as_bytes()),
+            "4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba"
+        );
     }
 
     #[test]
@@ -121,8 +130,14 @@ mod tests {
         assert_eq!(verify_auth(KEY, &secret(), msg.as_bytes(), Some(&good)), Ok(()));
         assert_eq!(verify_auth(KEY, &secret(), msg.as_bytes(), None), Err(AuthError::Missing));
         assert_eq!(verify_auth(KEY, &secret(), msg.as_bytes(), Some("nocolon")), Err(AuthError::Malformed));
-        assert_eq!(verify_auth(KEY, &secret(), msg.as_bytes(), Some(&good.replace(KEY, "other"))), Err(AuthError::WrongKey));
-        assert_eq!(verify_auth(KEY, &secret(), msg.as_bytes(), Some(&format!("{KEY}:zz"))), Err(AuthError::BadSignature));
+        assert_eq!(
+            verify_auth(KEY, &secret(), msg.as_bytes(), Some(&good.replace(KEY, "other"))),
+            Err(AuthError::WrongKey)
+        );
+        assert_eq!(
+            verify_auth(KEY, &secret(), msg.as_bytes(), Some(&format!("{KEY}:zz"))),
+            Err(AuthError::BadSignature)
+        );
         let other = channel_auth_message(sid(), "private-other", None);
         assert_eq!(verify_auth(KEY, &secret(), other.as_bytes(), Some(&good)), Err(AuthError::BadSignature));
     }

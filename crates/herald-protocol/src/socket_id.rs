@@ -40,10 +40,7 @@ impl FromStr for SocketId {
         if !digits(high) || !digits(low) {
             return Err(InvalidSocketId);
         }
-        Ok(Self {
-            high: high.parse().map_err(|_| InvalidSocketId)?,
-            low: low.parse().map_err(|_| InvalidSocketId)?,
-        })
+        Ok(Self { high: high.parse().map_err(|_| InvalidSocketId)?, low: low.parse().map_err(|_| InvalidSocketId)? })
     }
 }
 

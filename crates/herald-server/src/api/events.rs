@@ -70,10 +70,7 @@ impl Event {
                     .map_err(|e| bad(&format!("invalid channel {:?}: {e}", truncate(name))))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let exclude = body
-            .socket_id
-            .map(|s| s.parse::<SocketId>().map_err(|e| bad(&e.to_string())))
-            .transpose()?;
+        let exclude = body.socket_id.map(|s| s.parse::<SocketId>().map_err(|e| bad(&e.to_string()))).transpose()?;
         let data = match body.data {
             Value::String(text) => text,
             other => other.to_string(),

@@ -167,7 +167,10 @@ impl<'a> Connection<'a> {
         match message {
             Some(Ok(Message::Text(text))) => self.session.handle_text(text.as_str(), now),
             Some(Ok(Message::Binary(_))) => {
-                let frame = server_frame::error(ErrorCode::MalformedMessage.code(), "binary frames are not part of the protocol");
+                let frame = server_frame::error(
+                    ErrorCode::MalformedMessage.code(),
+                    "binary frames are not part of the protocol",
+                );
                 self.session.connection().outbox.push(frame);
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
@@ -230,4 +233,3 @@ impl Drop for Connection<'_> {
         tracing::debug!(socket_id = %self.session.connection().socket_id, "connection closed");
     }
 }
-

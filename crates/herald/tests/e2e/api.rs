@@ -98,16 +98,14 @@ async fn channel_queries() {
 
     let (_, body) = server.api("GET", "/apps/1/channels", &[], "").await;
     assert_eq!(parse(&body), json!({"channels": {"cache-last": {}, "presence-room": {}, "public-1": {}}}));
-    let (_, body) = server
-        .api("GET", "/apps/1/channels", &[("filter_by_prefix", "presence-"), ("info", "user_count")], "")
-        .await;
+    let (_, body) =
+        server.api("GET", "/apps/1/channels", &[("filter_by_prefix", "presence-"), ("info", "user_count")], "").await;
     assert_eq!(parse(&body), json!({"channels": {"presence-room": {"user_count": 2}}}));
     let (status, _) = server.api("GET", "/apps/1/channels", &[("info", "user_count")], "").await;
     assert_eq!(status, 400);
 
-    let (_, body) = server
-        .api("GET", "/apps/1/channels/presence-room", &[("info", "user_count,subscription_count")], "")
-        .await;
+    let (_, body) =
+        server.api("GET", "/apps/1/channels/presence-room", &[("info", "user_count,subscription_count")], "").await;
     assert_eq!(parse(&body), json!({"occupied": true, "user_count": 2, "subscription_count": 2}));
     let (status, _) = server.api("GET", "/apps/1/channels/public-1", &[("info", "user_count")], "").await;
     assert_eq!(status, 400);

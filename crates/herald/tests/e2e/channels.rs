@@ -11,7 +11,8 @@ async fn publish_reaches_every_subscriber_but_the_excluded_socket() {
     let mut b = server.client().await;
     a.subscribe("news").await;
     b.subscribe("news").await;
-    let (status, _) = server.publish(json!({"name": "e", "channels": ["news"], "data": "1", "socket_id": a.socket_id})).await;
+    let (status, _) =
+        server.publish(json!({"name": "e", "channels": ["news"], "data": "1", "socket_id": a.socket_id})).await;
     assert_eq!(status, 200);
     let frame = b.expect_event("e").await;
     assert_eq!(frame, json!({"event": "e", "channel": "news", "data": "1"}));
@@ -87,7 +88,10 @@ async fn client_events_go_to_others_with_user_id_on_presence() {
     a.expect_event("pusher_internal:member_added").await;
     a.send(json!({"event": "client-typing", "channel": "presence-chat", "data": {"on": true}})).await;
     let frame = b.expect_event("client-typing").await;
-    assert_eq!(frame, json!({"event": "client-typing", "channel": "presence-chat", "data": {"on": true}, "user_id": "a"}));
+    assert_eq!(
+        frame,
+        json!({"event": "client-typing", "channel": "presence-chat", "data": {"on": true}, "user_id": "a"})
+    );
     a.expect_nothing_pending().await;
 }
 

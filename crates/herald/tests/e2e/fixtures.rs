@@ -11,11 +11,9 @@ use crate::support::{Closed, TestClient, TestServer};
 pub fn matches(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
         (Value::String(e), _) if e == "<any>" => true,
-        (Value::String(e), Value::String(a)) if e == "<socket_id>" => {
-            a.split_once('.').is_some_and(|(h, l)| {
-                !h.is_empty() && !l.is_empty() && h.bytes().chain(l.bytes()).all(|b| b.is_ascii_digit())
-            })
-        }
+        (Value::String(e), Value::String(a)) if e == "<socket_id>" => a.split_once('.').is_some_and(|(h, l)| {
+            !h.is_empty() && !l.is_empty() && h.bytes().chain(l.bytes()).all(|b| b.is_ascii_digit())
+        }),
         (Value::String(e), Value::String(a)) => {
             match (serde_json::from_str::<Value>(e), serde_json::from_str::<Value>(a)) {
                 (Ok(ej @ (Value::Object(_) | Value::Array(_))), Ok(aj)) => matches(&ej, &aj),

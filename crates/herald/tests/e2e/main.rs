@@ -1,4 +1,5 @@
 //! End-to-end tests: the real `herald` binary, driven over WebSocket and the signed HTTP API.
+#![allow(clippy::unwrap_used, reason = "a test helper that panics is a clear test failure")]
 
 mod api;
 mod channels;

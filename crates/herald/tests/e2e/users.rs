@@ -31,7 +31,8 @@ async fn signed_in_users_receive_server_to_user_events_on_every_connection() {
 async fn bad_signin_closes_with_4009() {
     let server = TestServer::start().await;
     let mut a = server.client().await;
-    a.send(json!({"event": "pusher:signin", "data": {"auth": "app-key:deadbeef", "user_data": "{\"id\":\"x\"}"}})).await;
+    a.send(json!({"event": "pusher:signin", "data": {"auth": "app-key:deadbeef", "user_data": "{\"id\":\"x\"}"}}))
+        .await;
     a.expect_error(4009).await;
     assert_eq!(a.expect_close().await, Closed::Code(4009));
     let mut b = server.client().await;
