@@ -26,6 +26,31 @@ pub enum Command {
     PrintDefaultConfig,
     /// Load the configuration as `serve` would, report problems, and exit without serving.
     CheckConfig(ServeArgs),
+    /// Publish one event through the signed HTTP API (defaults: the development app on
+    /// 127.0.0.1:6001).
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Channel to publish to. Repeatable.
+    #[arg(long = "channel", required = true, value_name = "NAME")]
+    pub channels: Vec<String>,
+    /// Event name.
+    #[arg(long, value_name = "NAME")]
+    pub event: String,
+    /// Event data, sent as a string (usually JSON).
+    #[arg(long, default_value = "{}")]
+    pub data: String,
+    /// Herald's base URL (http only).
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
+    pub url: String,
+    #[arg(long, env = "HERALD_APP_ID", default_value = "1")]
+    pub app_id: String,
+    #[arg(long, env = "HERALD_APP_KEY", default_value = "herald-dev-key")]
+    pub key: String,
+    #[arg(long, env = "HERALD_APP_SECRET", default_value = "herald-dev-secret", hide_default_value = true)]
+    pub secret: String,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! variables and a config file into a [`herald_server::Config`] and reports errors to a human.
 
 mod cli;
+mod publish;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -20,14 +21,24 @@ use cli::{Cli, Command, LogFormat, ServeArgs};
 /// Credentials of the app served when none is configured; only ever on loopback.
 const DEV_APP: (&str, &str, &str) = ("1", "herald-dev-key", "herald-dev-secret");
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::PrintDefaultConfig => {
             print!("{DEFAULT_CONFIG}");
             Ok(())
         }
+        Command::Publish(args) => publish::publish(args),
         Command::CheckConfig(args) => {
             let config = resolve(&args)?;
             herald_core::Registry::new(config.apps.clone()).context("invalid apps")?;
