@@ -24,12 +24,8 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<()> {
 }
 
 async fn send(args: &PublishArgs) -> anyhow::Result<(u16, String)> {
-    let host = args
-        .url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?
-        .trim_end_matches('/')
-        .to_owned();
+    let host =
+        args.url.strip_prefix("http://").context("--url must start with http://")?.trim_end_matches('/').to_owned();
     let app = AppConfig::new(&args.app_id, &args.key, &args.secret);
     let body = serde_json::json!({ "name": args.event, "channels": args.channels, "data": args.data }).to_string();
     let path = format!("/apps/{}/events", app.id);
@@ -38,7 +34,8 @@ async fn send(args: &PublishArgs) -> anyhow::Result<(u16, String)> {
         "POST {path}?{query} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut stream = tokio::net::TcpStream::connect(&host).await.with_context(|| format!("cannot connect to {host}"))?;
+    let mut stream =
+        tokio::net::TcpStream::connect(&host).await.with_context(|| format!("cannot connect to {host}"))?;
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
