@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub max_queued_bytes: usize,
     /// Largest HTTP API request body.
     pub max_request_body_bytes: usize,
+    /// HTTP connections (not yet upgraded to WebSocket) served at once; more are refused.
+    pub max_http_connections: usize,
     /// On SIGTERM, connections are told to reconnect (4200) at most this many per second.
     pub shutdown_close_rate: u32,
     /// On SIGTERM, how long to wait for connections to finish before exiting.
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             pong_timeout_secs: 30,
             max_queued_bytes: herald_core::outbox::DEFAULT_MAX_QUEUED_BYTES,
             max_request_body_bytes: 1 << 20,
+            max_http_connections: 10_000,
             shutdown_close_rate: 2000,
             shutdown_grace_secs: 10,
         }
@@ -89,6 +92,7 @@ impl Config {
             ("server.pong_timeout_secs", server.pong_timeout_secs as usize),
             ("server.max_queued_bytes", server.max_queued_bytes),
             ("server.max_request_body_bytes", server.max_request_body_bytes),
+            ("server.max_http_connections", server.max_http_connections),
             ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
         ];
         match nonzero.iter().find(|(_, v)| *v == 0) {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod listener;
 pub mod router;
 pub mod state;
 pub mod transport;
@@ -49,25 +50,22 @@ pub async fn run(
     let registry = Registry::new(config.apps)?;
     let state = AppState::new(registry, config.server);
     let sweeper = tokio::spawn(sweep(state.clone()));
-    let token = state.shutdown.clone();
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let app = router::router(state.clone());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let token = state.shutdown.clone();
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: closing connections with 4200");
         token.cancel();
     });
-    let result = serve.await;
-    state.shutdown.cancel();
+    let app = router::router(state.clone());
+    let max_http = state.settings.max_http_connections;
+    listener::serve(listener, app, max_http, state.shutdown.clone(), grace).await;
     state.tracker.close();
     if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
         tracing::warn!(remaining = state.tracker.len(), "shutdown grace period over; exiting with connections open");
     }
     sweeper.abort();
-    result.map_err(ServeError::Io)
+    Ok(())
 }
 
 async fn sweep(state: AppState) {

@@ -128,3 +128,18 @@ async fn unsupported_and_malformed_protocol_versions() {
     let mut lenient = server.connect(KEY, "").await;
     lenient.expect_event("pusher:connection_established").await;
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let mut slow = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    slow.write_all(b"GET /up HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Meanwhile the server answers everyone else.
+    let (status, _) = server.http("GET", "/up", "").await;
+    assert_eq!(status, 200);
+    // The header deadline (10 s) ends the trickling connection: the read sees EOF or a 408.
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(15), slow.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the server kept a header-trickling connection open");
+}
