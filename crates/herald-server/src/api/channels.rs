@@ -70,8 +70,11 @@ pub async fn show(
                 body.insert("user_count".into(), info.counts.user_count.into());
             }
             "user_count" => return Err(bad("user_count is only available for presence channels")),
-            "subscription_count" => {
+            "subscription_count" if channel.kind() != ChannelKind::Presence => {
                 body.insert("subscription_count".into(), info.counts.subscription_count.into());
+            }
+            "subscription_count" => {
+                return Err(bad("subscription_count is not available for presence channels; use user_count"));
             }
             "cache" if channel.is_cache() => {
                 let cache = info.cache.as_ref().map(|c| {

@@ -164,7 +164,14 @@ pub async fn publish_batch(
     }
     let events = batch.batch.into_iter().map(|e| Event::parse(e, &auth.app)).collect::<Result<Vec<_>, _>>()?;
     let any_info = events.iter().any(|e| !e.info.is_empty());
-    let results: Vec<Value> =
-        events.iter().map(|e| e.deliver(&auth.app).map_or_else(|| json!({}), |v| v["channels"].clone())).collect();
+    // Each batch event names one channel, so its attributes are reported directly, index-aligned.
+    let results: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let info = event.deliver(&auth.app);
+            let channel = event.channels.first().map(ChannelName::as_str).unwrap_or_default();
+            info.map_or_else(|| json!({}), |v| v["channels"][channel].clone())
+        })
+        .collect();
     Ok(Json(if any_info { json!({ "batch": results }) } else { json!({}) }))
 }

@@ -75,7 +75,7 @@ async fn publish_and_batch_report_info() {
     ]});
     let (status, body) = server.api("POST", "/apps/1/batch_events", &[], &batch.to_string()).await;
     assert_eq!(status, 200);
-    assert_eq!(parse(&body), json!({"batch": [{"presence-p": {"user_count": 1}}, {}]}));
+    assert_eq!(parse(&body), json!({"batch": [{"user_count": 1}, {}]}));
     a.expect_event("e").await;
     a.expect_event("a").await;
     a.expect_event("b").await;
@@ -104,9 +104,12 @@ async fn channel_queries() {
     let (status, _) = server.api("GET", "/apps/1/channels", &[("info", "user_count")], "").await;
     assert_eq!(status, 400);
 
-    let (_, body) =
-        server.api("GET", "/apps/1/channels/presence-room", &[("info", "user_count,subscription_count")], "").await;
-    assert_eq!(parse(&body), json!({"occupied": true, "user_count": 2, "subscription_count": 2}));
+    let (_, body) = server.api("GET", "/apps/1/channels/presence-room", &[("info", "user_count")], "").await;
+    assert_eq!(parse(&body), json!({"occupied": true, "user_count": 2}));
+    let (status, _) = server.api("GET", "/apps/1/channels/presence-room", &[("info", "subscription_count")], "").await;
+    assert_eq!(status, 400, "Pusher offers subscription_count for non-presence channels only");
+    let (_, body) = server.api("GET", "/apps/1/channels/public-1", &[("info", "subscription_count")], "").await;
+    assert_eq!(parse(&body), json!({"occupied": true, "subscription_count": 1}));
     let (status, _) = server.api("GET", "/apps/1/channels/public-1", &[("info", "user_count")], "").await;
     assert_eq!(status, 400);
     let (_, body) = server.api("GET", "/apps/1/channels/cache-last", &[("info", "cache")], "").await;
