@@ -3,7 +3,7 @@
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startHerald, subscribed, waitFor, uniq, assertNoneBefore, eventually,
+  startHerald, waitFor, uniq, assertNoneBefore, eventually,
 } from './harness.mjs';
 
 const MAIN = { id: '1', key: 'app-key', secret: 'app-secret' };
@@ -90,9 +90,13 @@ test('HTTP info=cache reports the cached event and its ttl', async () => {
   assert.equal(res.status, 200, res.text);
   const { cache } = res.json;
   assert.ok(cache && typeof cache === 'object', res.text);
-  assert.ok(cache.data === '{"x":1}' || cache.data?.data === '{"x":1}', `cache.data holds the event data: ${res.text}`);
+  assert.equal(cache.data, '{"x":1}', `cache.data holds the event data verbatim: ${res.text}`);
+  assert.equal(cache.event, 'snap', `cache.event names the cached event (Herald): ${res.text}`);
   assert.equal(typeof cache.ttl, 'number', res.text);
   assert.ok(cache.ttl > 0 && cache.ttl <= 1800, res.text);
+  // info=cache only applies to cache channels
+  const notCache = await h.http({ path: `/apps/${MAIN.id}/channels/${uniq('plain')}`, params: { info: 'cache' } });
+  assert.equal(notCache.status, 400, notCache.text);
 });
 
 test('client events are not cached', async () => {

@@ -98,6 +98,20 @@ test('protocol=3 is refused with 4007', async () => {
   assert.equal(c.all('pusher:connection_established').length, 0);
 });
 
+test('protocol=4 and protocol=8 are refused with 4007; a non-numeric protocol with 4006', async () => {
+  for (const [query, code] of [['protocol=4', 4007], ['protocol=8', 4007], ['protocol=abc', 4006]]) {
+    const c = await h.raw({ query, established: false });
+    const closed = await withTimeout(c.closed, 5000, `close for ${query}`);
+    assert.equal(closed.code, code, `${query}: ${c.dump()}`);
+    assert.equal(c.all('pusher:connection_established').length, 0);
+  }
+});
+
+test('a missing protocol parameter is treated as protocol 7 (lenient, like Soketi/Sockudo)', async () => {
+  const c = await h.raw({ query: 'client=js&version=8.6.0' });
+  assert.match(c.socketId, /^\d+\.\d+$/);
+});
+
 test('protocol 5, 6 and 7 are accepted', async () => {
   for (const v of [5, 6, 7]) {
     const c = await h.raw({ query: `protocol=${v}&client=js&version=8.6.0` });

@@ -37,6 +37,7 @@ async function echoWithOptions(opts = {}) {
 
 /** Resolves when an Echo channel is subscribed; rejects on a subscription error. */
 function echoSubscribed(channel) {
+  if (channel.subscription.subscribed) return Promise.resolve();
   return withTimeout(new Promise((resolve, reject) => {
     channel.subscribed(resolve);
     channel.error((e) => reject(new Error(`subscription error: ${JSON.stringify(e)}`)));

@@ -225,11 +225,18 @@ process.on('exit', () => {
  * Starts herald. `apps` entries are merged over APP_DEFAULTS; `server` over SERVER_DEFAULTS.
  * Returns a Herald handle; call `await herald.stop()` in an `after` hook.
  */
-export async function startHerald({ apps = [{}], server = {}, args = [], env = {}, startTimeout = 20000 } = {}) {
+export async function startHerald({
+  apps = [{}], cliApps = [], server = {}, args = [], env = {}, startTimeout = 20000,
+} = {}) {
   if (!existsSync(HERALD_BIN)) {
     throw new Error(`herald binary not found at ${HERALD_BIN} (set HERALD_BIN)`);
   }
   const fullApps = apps.map((a) => ({ ...APP_DEFAULTS, ...a }));
+  // Apps given on the command line as --app ID:KEY:SECRET (they get the per-app defaults).
+  for (const a of cliApps) {
+    args = [...args, '--app', `${a.id}:${a.key}:${a.secret}`];
+  }
+  const allApps = [...fullApps, ...cliApps.map((a) => ({ ...APP_DEFAULTS, ...a }))];
   const dir = mkdtempSync(path.join(tmpdir(), 'herald-e2e-'));
   const dataDir = path.join(dir, 'data');
   const configPath = path.join(dir, 'herald.toml');
@@ -239,7 +246,7 @@ export async function startHerald({ apps = [{}], server = {}, args = [], env = {
     ['serve', '--bind', '127.0.0.1:0', '--data-dir', dataDir, '--config', configPath, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   liveChildren.add(child);
-  const herald = new Herald(child, fullApps, dir);
+  const herald = new Herald(child, allApps, dir);
 
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(
@@ -387,6 +394,14 @@ class Herald {
    */
   pusherClient({ app = this.app, presence, user, authorize, Pusher = PusherJS, options = {} } = {}) {
     const client = new Pusher(app.key, this.pusherOptions({ app, presence, user, authorize, options }));
+    // Remember the underlying sockets: pusher-js's bundled faye-websocket arms a 30 s close timer
+    // when pusher-js closes a socket the server already closed (after a 4xxx "refused" code), which
+    // would keep this test process alive for 30 s after the tests. closeClients() unrefs it.
+    client.__sockets = new Set();
+    client.connection.bind('connected', () => {
+      const sock = client.connection.connection?.transport?.socket;
+      if (sock) client.__sockets.add(sock);
+    });
     this.clients.add(client);
     return client;
   }
@@ -431,6 +446,7 @@ class Herald {
       if (c instanceof RawClient) closing.push(c.close());
       else {
         try { c.disconnect(); } catch { /* ignore */ }
+        for (const sock of c.__sockets || []) sock._closeTimer?.unref?.();
       }
     }
     this.clients.clear();
@@ -448,7 +464,7 @@ class Herald {
       try { process.kill(this.pid, 'SIGTERM'); } catch { /* gone */ }
       const exited = await Promise.race([
         this.exited.then(() => true),
-        new Promise((r) => setTimeout(() => r(false), 5000)),
+        new Promise((r) => setTimeout(() => r(false), 5000).unref()),
       ]);
       if (!exited) {
         try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
@@ -674,7 +690,7 @@ export class RawClient {
       return;
     }
     this.ws.close(1000);
-    const closed = await Promise.race([this.closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 1000))]);
+    const closed = await Promise.race([this.closed.then(() => true), new Promise((r) => setTimeout(() => r(false), 1000).unref())]);
     if (!closed) this.ws.terminate();
   }
 }

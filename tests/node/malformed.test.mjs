@@ -103,12 +103,13 @@ test('client event data over 10 KB → 4305 and not relayed', async () => {
 test('a very large frame (1 MB) does not disturb other clients', async () => {
   const { ch, bad, stillWorks } = await setup();
   bad.send({ event: 'client-enormous', channel: ch, data: 'z'.repeat(1024 * 1024) });
-  // Either a non-fatal 4305 (connection stays) or the WebSocket layer closes it with 1009.
+  // Either a non-fatal 4305 (connection stays) or the WebSocket layer refuses the frame with 1009
+  // (docs/protocol.md: a frame far over the cap may reset the TCP connection, seen as 1006).
   const outcome = await Promise.race([
     bad.error(4305).then((f) => ({ error: f })),
     bad.closed.then((info) => ({ closed: info })),
   ]);
-  if (outcome.closed) assert.equal(outcome.closed.code, 1009, bad.dump());
+  if (outcome.closed) assert.ok([1009, 1006].includes(outcome.closed.code), bad.dump());
   await stillWorks({ badToo: !outcome.closed });
 });
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startHerald, pusherConnected, waitFor, withTimeout, subscribed,
+  startHerald, waitFor, withTimeout, subscribed,
 } from './harness.mjs';
 
 test('SIGTERM: connections are closed with 4200 and the server exits 0', async () => {
@@ -26,9 +26,16 @@ test('SIGTERM: connections are closed with 4200 and the server exits 0', async (
       assert.equal(closed.code, 4200, c.dump());
     }
     await pjsError;
+    // 4200 means "reconnect at once": pusher-js goes straight back to connecting. Stop it there
+    // (one tick into the attempt): disconnecting at other moments of pusher-js's retry loop can
+    // leave its strategy timers running and keep this process alive after the test.
+    if (client.connection.state !== 'connecting') {
+      await waitFor(client.connection, 'state_change', { filter: (st) => st.current === 'connecting' });
+    }
+    await new Promise((resolve) => { setImmediate(resolve); });
+    client.disconnect();
     const exit = await withTimeout(h.exited, 15000, 'server exit');
     assert.equal(exit.code, 0, `exit ${JSON.stringify(exit)}\n${h.output()}`);
-    client.disconnect();
   } finally {
     await h.stop();
   }

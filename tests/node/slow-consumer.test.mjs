@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, withTimeout, uniq } from './harness.mjs';
 
-const BATCHES = Number(process.env.HERALD_SLOW_BATCHES || 500); // x 10 events x ~9 KB ≈ 45 MB
+const BATCHES = Number(process.env.HERALD_SLOW_BATCHES || 300); // x 10 events x ~9 KB ≈ 27 MB
 
 test('a connection that does not read is closed with 4100; others are unaffected', { timeout: 120000 }, async () => {
   const h = await startHerald();

@@ -29,6 +29,50 @@ pub enum Command {
     /// Publish one event through the signed HTTP API (defaults: the development app on
     /// 127.0.0.1:6001).
     Publish(PublishArgs),
+    /// Load-test a Pusher-compatible server (Herald or another) on loopback.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: BenchScenario,
+    /// Server address as HOST:PORT.
+    #[arg(long, global = true, default_value = "127.0.0.1:6001")]
+    pub target: String,
+    #[arg(long, global = true, default_value = "1")]
+    pub app_id: String,
+    #[arg(long, global = true, default_value = "herald-dev-key")]
+    pub key: String,
+    #[arg(long, global = true, default_value = "herald-dev-secret", hide_default_value = true)]
+    pub secret: String,
+    /// The server's process id, to read its memory and CPU time from /proc.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Loopback source addresses (127.0.0.1..N) to spread connections over.
+    #[arg(long, global = true, default_value_t = 8)]
+    pub source_addresses: u8,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchScenario {
+    /// Hold N subscribed connections; report server memory per connection and connect rate.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// N subscribers on one channel; publish at RATE/s for SECONDS; report latency and loss.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Padding bytes added to each event's data.
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
 }
 
 #[derive(Debug, Args)]

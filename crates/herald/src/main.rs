@@ -3,6 +3,7 @@
 //! Everything it serves comes from `herald-server`; this file only turns flags, environment
 //! variables and a config file into a [`herald_server::Config`] and reports errors to a human.
 
+mod bench;
 mod cli;
 mod publish;
 
@@ -39,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Publish(args) => publish::publish(args),
+        Command::Bench(args) => bench::bench(args),
         Command::CheckConfig(args) => {
             let config = resolve(&args)?;
             herald_core::Registry::new(config.apps.clone()).context("invalid apps")?;

@@ -24,7 +24,7 @@ use crate::state::AppState;
 /// Protocol versions whose frames Herald speaks.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 /// Read buffer per socket: small, because most connections are idle (CRATES.md, measured).
-const READ_BUFFER_BYTES: usize = 2048;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 8192;
 
 /// `GET /app/{key}`: upgrades, then runs the connection until it ends.
@@ -45,22 +45,27 @@ pub async fn upgrade(
 }
 
 async fn accept(state: AppState, mut socket: WebSocket, key: String, query: HashMap<String, String>) {
-    if let Err(code) = check_protocol(query.get("protocol").map(String::as_str)) {
-        return refuse(&mut socket, code).await;
+    // The URL's parts are dropped before the connection settles in, so they cost nothing while idle.
+    let opened = open_session(&state, &key, query.get("protocol").map(String::as_str));
+    drop((key, query));
+    match opened {
+        Ok(session) => {
+            let _guard = state.tracker.token();
+            Connection::new(socket, session, &state).run().await;
+        }
+        Err(code) => refuse(&mut socket, code).await,
     }
-    let Some(app) = state.registry.by_key(&key).cloned() else {
+}
+
+fn open_session(state: &AppState, key: &str, protocol: Option<&str>) -> Result<Session, CloseCode> {
+    check_protocol(protocol)?;
+    let Some(app) = state.registry.by_key(key).cloned() else {
         tracing::info!("connection refused: unknown app key");
-        return refuse(&mut socket, CloseCode::AppNotFound).await;
+        return Err(CloseCode::AppNotFound);
     };
     let settings = &state.settings;
-    let session = match Session::open(app, settings.max_queued_bytes, settings.activity_timeout_secs, Instant::now()) {
-        Ok(session) => session,
-        Err(error @ (SessionOpenError::AppDisabled | SessionOpenError::OverQuota)) => {
-            return refuse(&mut socket, error.close_code()).await;
-        }
-    };
-    let _guard = state.tracker.token();
-    Connection::new(socket, session, &state).run().await;
+    Session::open(app, settings.max_queued_bytes, settings.activity_timeout_secs, Instant::now())
+        .map_err(SessionOpenError::close_code)
 }
 
 /// Missing `protocol` is treated as 7, as Pusher-compatible servers do.
@@ -117,22 +122,28 @@ impl<'a> Connection<'a> {
 
     async fn serve(&mut self) -> End {
         let connection = self.session.connection().clone();
-        let shutdown = self.state.shutdown.clone();
+        // Both futures live across iterations: re-creating them on every wakeup would register
+        // with the shared shutdown token and the timer wheel each time (measured in BENCHMARKS.md).
+        let mut stopping = std::pin::pin!(self.state.shutdown.clone().cancelled_owned());
+        let mut timer = std::pin::pin!(sleep_until(self.next_deadline()));
         loop {
             if let Some(end) = self.write_pending().await {
                 return end;
             }
             let deadline = self.next_deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return self.drain_for_shutdown().await,
+                () = &mut stopping => return self.drain_for_shutdown().await,
                 () = connection.outbox.ready() => {}
                 message = self.socket.recv() => {
                     if let Some(end) = self.on_message(message) {
                         return end;
                     }
                 }
-                () = sleep_until(deadline) => {
+                () = &mut timer => {
                     if let Some(end) = self.on_deadline() {
                         return end;
                     }
@@ -175,12 +186,30 @@ impl<'a> Connection<'a> {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => return Some(End::Gone),
-            Some(Err(error)) => {
-                tracing::info!(socket_id = %self.session.connection().socket_id, "websocket error: {error}");
-                return Some(End::Close(1009, "Message too big or malformed"));
-            }
+            Some(Err(error)) => return Some(self.on_error(&error)),
         }
         None
+    }
+
+    /// A read error: a client that vanished is routine; a frame over the cap or a protocol
+    /// violation is closed with the matching WebSocket code.
+    fn on_error(&self, error: &axum::Error) -> End {
+        use tungstenite::error::{CapacityError, Error, ProtocolError};
+        let socket_id = self.session.connection().socket_id;
+        match std::error::Error::source(error).and_then(|e| e.downcast_ref::<Error>()) {
+            Some(Error::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                tracing::info!(%socket_id, size, max_size, "frame over the WebSocket cap");
+                End::Close(1009, "Message too big")
+            }
+            Some(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) | Error::Io(_)) | None => {
+                tracing::debug!(%socket_id, "connection lost: {error}");
+                End::Gone
+            }
+            Some(other) => {
+                tracing::info!(%socket_id, "websocket protocol error: {other}");
+                End::Close(1002, "Protocol error")
+            }
+        }
     }
 
     fn next_deadline(&self) -> Instant {

@@ -1,0 +1,51 @@
+//! `bench idle`: hold N subscribed connections and report the server's memory per connection.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::client::{connect, subscribe};
+use super::{report, rss_bytes};
+use crate::cli::BenchArgs;
+
+pub async fn run(args: &BenchArgs, connections: usize) -> anyhow::Result<()> {
+    let pid = args.server_pid.context("bench idle needs --server-pid to read the server's memory")?;
+    let before = rss_bytes(pid)?;
+    let start = Instant::now();
+    let mut sockets = Vec::with_capacity(connections);
+    let concurrency = 200;
+    for chunk_start in (0..connections).step_by(concurrency) {
+        let chunk_end = (chunk_start + concurrency).min(connections);
+        let opened = futures_util::future::join_all((chunk_start..chunk_end).map(|i| async move {
+            let (mut ws, _) = connect(args, i).await?;
+            subscribe(&mut ws, &format!("idle-{}", i % 1000)).await?;
+            anyhow::Ok(ws)
+        }))
+        .await;
+        for ws in opened {
+            sockets.push(ws.context("connection failed")?);
+        }
+        if chunk_end % 5000 < concurrency {
+            eprintln!("  {chunk_end}/{connections} connected");
+        }
+    }
+    let connect_secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // let allocator and kernel settle
+    let after = rss_bytes(pid)?;
+    let per_connection = after.saturating_sub(before) as f64 / connections as f64;
+    report::print(
+        "idle",
+        &[
+            ("connections", connections.to_string()),
+            ("connect rate", format!("{:.0}/s", connections as f64 / connect_secs)),
+            ("server RSS before", format!("{:.1} MiB", before as f64 / 1048576.0)),
+            ("server RSS after", format!("{:.1} MiB", after as f64 / 1048576.0)),
+            ("per connection", format!("{:.2} KiB", per_connection / 1024.0)),
+        ],
+        json!({"scenario": "idle", "connections": connections, "connect_per_sec": connections as f64 / connect_secs,
+               "rss_before": before, "rss_after": after, "bytes_per_connection": per_connection}),
+    );
+    drop(sockets);
+    Ok(())
+}
