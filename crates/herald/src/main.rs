@@ -42,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish::publish(args),
         Command::Bench(args) => bench::bench(args),
         Command::CheckConfig(args) => {
+            init_logging(args.log_format);
             let config = resolve(&args)?;
             herald_core::Registry::new(config.apps.clone()).context("invalid apps")?;
             println!("configuration OK: {} app(s), listening on {}", config.apps.len(), config.server.bind);
