@@ -22,26 +22,40 @@ function parseJson(text) {
   }
 }
 
-export function matches(expected, actual) {
+export function matches(expected, actual, vars = {}) {
   if (expected === '<any>') return true;
+  if (typeof expected === 'string' && expected.startsWith('<capture:')) {
+    vars[expected.slice(9, -1)] = actual;
+    return true;
+  }
   if (expected === '<socket_id>') return isSocketId(actual);
   if (typeof expected === 'string' && typeof actual === 'string') {
     const e = parseJson(expected);
     const a = parseJson(actual);
-    if (e !== undefined && a !== undefined) return matches(e, a);
+    if (e !== undefined && a !== undefined) return matches(e, a, vars);
     return expected === actual;
   }
   if (Array.isArray(expected)) {
     return Array.isArray(actual) && expected.length === actual.length
-      && expected.every((e, i) => matches(e, actual[i]));
+      && expected.every((e, i) => matches(e, actual[i], vars));
   }
   if (expected && typeof expected === 'object') {
     if (!actual || typeof actual !== 'object' || Array.isArray(actual)) return false;
     const keys = Object.keys(expected);
     return keys.length === Object.keys(actual).length
-      && keys.every((k) => k in actual && matches(expected[k], actual[k]));
+      && keys.every((k) => k in actual && matches(expected[k], actual[k], vars));
   }
   return expected === actual;
+}
+
+/** Replaces every "<var:NAME>" with the value captured under NAME. */
+export function substitute(value, vars) {
+  if (typeof value === 'string' && value.startsWith('<var:')) return vars[value.slice(5, -1)] ?? null;
+  if (Array.isArray(value)) return value.map((v) => substitute(v, vars));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, vars)]));
+  }
+  return value;
 }
 
 /** A socket whose frames and close are read strictly in order. */
@@ -73,7 +87,7 @@ async function publish(herald, body) {
   const res = await fetch(`http://127.0.0.1:${herald.port}${p}?${qs}`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: text,
   });
-  return res.status;
+  return { status: res.status, body: await res.json().catch(() => null) };
 }
 
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort();
@@ -87,11 +101,18 @@ for (const file of files) {
   test(`fixture ${file}: ${fixture.description}`, async () => {
     const herald = await startHerald();
     const clients = new Map();
+    const vars = {};
     try {
       for (const [index, step] of fixture.steps.entries()) {
         const at = `${file} step ${index}`;
         if (step.publish) {
-          assert.equal(await publish(herald, step.publish), step.status, at);
+          const res = await publish(herald, substitute(step.publish, vars));
+          assert.equal(res.status, step.status, at);
+          if (step.response) {
+            const expected = substitute(step.response, vars);
+            assert.ok(matches(expected, res.body, vars),
+              `${at}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(res.body)}`);
+          }
           continue;
         }
         if (step.connect) {
@@ -103,15 +124,16 @@ for (const file of files) {
         const client = clients.get(step.client);
         if (step.send) {
           await new Promise((r) => (client.ws.readyState === WebSocket.OPEN ? r() : client.ws.once('open', r)));
-          client.send(JSON.stringify(step.send));
+          client.send(JSON.stringify(substitute(step.send, vars)));
         } else if (step.send_text !== undefined) {
           await new Promise((r) => (client.ws.readyState === WebSocket.OPEN ? r() : client.ws.once('open', r)));
           client.send(step.send_text);
         } else if (step.recv) {
           const item = await client.take(at);
           assert.ok(item.frame, `${at}: expected a frame, connection closed with ${item.close}`);
-          assert.ok(matches(step.recv, item.frame),
-            `${at}: expected ${JSON.stringify(step.recv)}, got ${JSON.stringify(item.frame)}`);
+          const expected = substitute(step.recv, vars);
+          assert.ok(matches(expected, item.frame, vars),
+            `${at}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(item.frame)}`);
         } else if (step.closed !== undefined) {
           let item = await client.take(at);
           while (item.frame) item = await client.take(at);

@@ -8,9 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_protocol::Secret;
 use serde::{Deserialize, Serialize};
+use tokio::time::Duration;
 
-use crate::hub::Hub;
+use crate::history::HistoryLimits;
+use crate::hub::{Hub, HubLimits};
+use crate::idempotency::Idempotency;
 use crate::users::Users;
+
+/// Idempotency keys remembered per app at most (oldest forgotten first).
+const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
 
 /// Per-app settings, as read from `[[apps]]` in the config file or `--app ID:KEY:SECRET`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -46,6 +52,12 @@ pub struct AppConfig {
     pub require_auth_within_secs: u64,
     /// How long a cache channel keeps its last event.
     pub cache_ttl_secs: u64,
+    /// Events kept per channel so that clients can resume; 0 turns history off.
+    pub history_max_events: usize,
+    /// How long events stay in history; 0 turns history off.
+    pub history_max_age_secs: u64,
+    /// How long a publish's `idempotency_key` is remembered; 0 turns idempotency off.
+    pub idempotency_window_secs: u64,
 }
 
 impl Default for AppConfig {
@@ -71,11 +83,18 @@ impl Default for AppConfig {
             max_watchlist_size: 100,
             require_auth_within_secs: 0,
             cache_ttl_secs: 30 * 60,
+            history_max_events: 100,
+            history_max_age_secs: 5 * 60,
+            idempotency_window_secs: 5 * 60,
         }
     }
 }
 
 impl AppConfig {
+    pub fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits { max_events: self.history_max_events, max_age: Duration::from_secs(self.history_max_age_secs) }
+    }
+
     /// An app with default settings and the given credentials.
     pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
         Self { id: id.into(), key: key.into(), secret: Secret::new(secret), ..Self::default() }
@@ -88,12 +107,19 @@ pub struct App {
     pub config: AppConfig,
     pub(crate) hub: Hub,
     pub(crate) users: Users,
+    pub(crate) idempotency: Idempotency,
     connections: AtomicUsize,
 }
 
 impl App {
     pub fn new(config: AppConfig) -> Self {
-        Self { config, hub: Hub::default(), users: Users::default(), connections: AtomicUsize::new(0) }
+        let hub = Hub::new(HubLimits {
+            max_members: config.max_presence_members,
+            history: config.history_limits(),
+            cache_ttl: Duration::from_secs(config.cache_ttl_secs),
+        });
+        let idempotency = Idempotency::new(Duration::from_secs(config.idempotency_window_secs), MAX_IDEMPOTENCY_KEYS);
+        Self { config, hub, users: Users::default(), idempotency, connections: AtomicUsize::new(0) }
     }
 
     pub fn id(&self) -> &str {

@@ -1,21 +1,28 @@
-//! This node's index of channels and their subscribers, sharded by channel name.
+//! This node's index of channels: subscribers, presence members, position, history, cache.
 //!
-//! A publish takes one shard's read lock, pushes the same `Bytes` into each subscriber's outbox, and
-//! lets go; no lock is held across an await (there are none here). Subscribing takes the write lock
-//! and queues the joiner's `subscription_succeeded` (and cache replay) inside it, so that no live
-//! event can reach the joiner before its subscription is confirmed. A channel with no subscribers and
-//! no cached event is removed, so idle names cost nothing.
+//! Channels are sharded by name. Everything that must be ordered with respect to a channel's events
+//! happens under its shard's write lock: a publish takes the next serial, encodes the frame, appends
+//! it to history and queues it for every subscriber; a subscribe queues the joiner's confirmation,
+//! any replayed history and any cached event, and only then adds the joiner. So a resuming client
+//! gets every missed event exactly once and before any newer one, however publishes race with it.
+//! No lock is held across an await (there are none here).
+//!
+//! A channel's state outlives its last subscriber by the history window, so that a client that
+//! dropped can still resume from the position it was given; after that it is removed and a later
+//! subscriber starts a new epoch.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use herald_protocol::{ChannelName, SocketId, server_frame};
+use herald_protocol::server_frame::{self, Position};
+use herald_protocol::{ChannelName, Resume, SocketId};
 use parking_lot::RwLock;
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use crate::connection::Connection;
+use crate::history::{History, HistoryLimits};
 use crate::presence::{MemberJoin, Members, MembersFull};
 
 const SHARDS: usize = 16;
@@ -23,17 +30,33 @@ const SHARDS: usize = 16;
 /// One shard: channel name → channel state.
 type Shard = RwLock<HashMap<Arc<str>, Channel>>;
 
+/// Per-app limits the hub applies to every channel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HubLimits {
+    pub max_members: usize,
+    pub history: HistoryLimits,
+    pub cache_ttl: Duration,
+}
+
 #[derive(Debug)]
 pub(crate) struct Hub {
     shards: Box<[Shard]>,
     hasher: RandomState,
+    limits: HubLimits,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Channel {
+    /// Names this unbroken history; a new state (after removal) gets a new epoch.
+    epoch: Arc<str>,
+    /// Serial of the last event; 0 before the first.
+    head: u64,
     subscribers: HashMap<SocketId, Subscriber>,
     members: Members,
+    history: History,
     cache: Option<CachedEvent>,
+    /// Last publish, or when the last subscriber left.
+    touched: Instant,
 }
 
 #[derive(Debug)]
@@ -52,6 +75,24 @@ pub struct CachedEvent {
     pub expires_at: Instant,
 }
 
+/// How a subscriber is told it joined.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Confirmation<'a> {
+    SubscriptionSucceeded,
+    /// The user stream is joined by signing in.
+    SigninSuccess {
+        user_data: &'a str,
+    },
+}
+
+/// Everything a subscriber brings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Join<'a> {
+    pub member: Option<&'a MemberJoin>,
+    pub resume: Option<&'a Resume>,
+    pub confirmation: Confirmation<'a>,
+}
+
 /// Why the hub refused a subscription.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum JoinRefused {
@@ -65,15 +106,40 @@ pub struct ChannelCounts {
     pub user_count: usize,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new() }
-    }
+/// A page of history for the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub epoch: Arc<str>,
+    pub head: u64,
+    /// `(serial, frame)` in order.
+    pub events: Vec<(u64, Bytes)>,
+    /// Some events after the requested serial are no longer held.
+    pub truncated: bool,
 }
 
 impl Channel {
-    fn is_idle(&self, now: Instant) -> bool {
-        self.subscribers.is_empty() && self.cache.as_ref().is_none_or(|c| c.expires_at <= now)
+    fn new(now: Instant) -> Self {
+        Self {
+            epoch: new_epoch(),
+            head: 0,
+            subscribers: HashMap::new(),
+            members: Members::default(),
+            history: History::default(),
+            cache: None,
+            touched: now,
+        }
+    }
+
+    fn position(&self) -> Position<'_> {
+        Position { epoch: &self.epoch, serial: self.head }
+    }
+
+    /// Nobody listens, nothing is held, and the window in which a client could resume is over.
+    fn is_removable(&self, now: Instant, limits: &HubLimits) -> bool {
+        self.subscribers.is_empty()
+            && self.history.is_empty()
+            && self.cache.as_ref().is_none_or(|c| c.expires_at <= now)
+            && now.saturating_duration_since(self.touched) >= limits.history.max_age
     }
 
     fn broadcast(&self, frame: &Bytes, exclude: Option<SocketId>) -> usize {
@@ -89,56 +155,94 @@ impl Channel {
     fn counts(&self) -> ChannelCounts {
         ChannelCounts { subscription_count: self.subscribers.len(), user_count: self.members.len() }
     }
+
+    /// Queues the joiner's confirmation, then what it missed or the cached event.
+    fn confirm(
+        &self,
+        name: &ChannelName,
+        connection: &Connection,
+        join: Join<'_>,
+        presence: Option<&str>,
+        now: Instant,
+    ) {
+        let recovered = join
+            .resume
+            .map(|resume| *resume.epoch == *self.epoch && self.history.after(resume.serial, self.head).is_some());
+        let frame = match join.confirmation {
+            Confirmation::SubscriptionSucceeded => {
+                server_frame::subscription_succeeded(name.as_str(), presence, self.position(), recovered)
+            }
+            Confirmation::SigninSuccess { user_data } => {
+                server_frame::signin_success(user_data, self.position(), recovered)
+            }
+        };
+        connection.outbox.push(frame);
+        if let (Some(true), Some(resume)) = (recovered, join.resume) {
+            for entry in self.history.after(resume.serial, self.head).into_iter().flatten() {
+                connection.outbox.push(entry.frame.clone());
+            }
+        } else if name.is_cache() {
+            let frame = match &self.cache {
+                Some(cached) if cached.expires_at > now => cached.frame.clone(),
+                _ => server_frame::cache_miss(name.as_str()),
+            };
+            connection.outbox.push(frame);
+        }
+    }
+}
+
+fn new_epoch() -> Arc<str> {
+    Arc::from(format!("{:016x}", rand::random::<u64>()))
 }
 
 impl Hub {
+    pub fn new(limits: HubLimits) -> Self {
+        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new(), limits }
+    }
+
     fn shard(&self, name: &str) -> &Shard {
         let index = self.hasher.hash_one(name) as usize % self.shards.len();
         &self.shards[index]
     }
 
-    /// Adds `connection` to `channel` and queues its confirmation frames. `member` is required for
-    /// presence channels. Subscribing twice re-sends the confirmation without a second membership.
+    /// Adds `connection` to `channel` and queues its confirmation (and replay). Subscribing twice
+    /// re-sends the confirmation without a second membership or a replay.
     pub fn subscribe(
         &self,
         channel: &ChannelName,
         connection: &Arc<Connection>,
-        member: Option<&MemberJoin>,
-        max_members: usize,
+        join: Join<'_>,
         now: Instant,
     ) -> Result<(), JoinRefused> {
         let mut shard = self.shard(channel.as_str()).write();
-        let state = shard.entry(Arc::from(channel.as_str())).or_default();
+        let state = shard.entry(Arc::from(channel.as_str())).or_insert_with(|| Channel::new(now));
+        state.history.expire(now, self.limits.history);
         let socket_id = connection.socket_id;
-        if !state.subscribers.contains_key(&socket_id) {
-            if let Some(join) = member {
-                let new_member = state.members.join(join, max_members).map_err(|MembersFull| JoinRefused::PresenceFull);
-                let new_member = match new_member {
-                    Ok(new_member) => new_member,
-                    Err(refused) => {
-                        if state.is_idle(now) {
-                            shard.remove(channel.as_str());
-                        }
-                        return Err(refused);
+        if state.subscribers.contains_key(&socket_id) {
+            let presence = join.member.map(|_| server_frame::presence_data(state.members.iter()));
+            let again = Join { resume: None, ..join };
+            state.confirm(channel, connection, again, presence.as_deref(), now);
+            return Ok(());
+        }
+        if let Some(member) = join.member {
+            match state.members.join(member, self.limits.max_members) {
+                Ok(true) => {
+                    let info = state.members.user_info(&member.user_id);
+                    state.broadcast(&server_frame::member_added(channel.as_str(), &member.user_id, info), None);
+                }
+                Ok(false) => {}
+                Err(MembersFull) => {
+                    if state.is_removable(now, &self.limits) {
+                        shard.remove(channel.as_str());
                     }
-                };
-                if new_member {
-                    let info = state.members.user_info(&join.user_id);
-                    state.broadcast(&server_frame::member_added(channel.as_str(), &join.user_id, info), None);
+                    return Err(JoinRefused::PresenceFull);
                 }
             }
-            let user_id = member.map(|m| m.user_id.clone());
-            state.subscribers.insert(socket_id, Subscriber { connection: connection.clone(), user_id });
         }
-        let presence = member.map(|_| server_frame::presence_data(state.members.iter()));
-        connection.outbox.push(server_frame::subscription_succeeded(channel.as_str(), presence.as_deref()));
-        if channel.is_cache() {
-            let frame = match &state.cache {
-                Some(cached) if cached.expires_at > now => cached.frame.clone(),
-                _ => server_frame::cache_miss(channel.as_str()),
-            };
-            connection.outbox.push(frame);
-        }
+        let presence = join.member.map(|_| server_frame::presence_data(state.members.iter()));
+        state.confirm(channel, connection, join, presence.as_deref(), now);
+        let user_id = join.member.map(|m| m.user_id.clone());
+        state.subscribers.insert(socket_id, Subscriber { connection: connection.clone(), user_id });
         Ok(())
     }
 
@@ -148,33 +252,48 @@ impl Hub {
         let Some(state) = shard.get_mut(channel) else {
             return;
         };
-        let left = state.subscribers.remove(&socket_id).and_then(|s| s.user_id);
-        if let Some(user_id) = left.filter(|id| state.members.leave(id)) {
+        let Some(subscriber) = state.subscribers.remove(&socket_id) else {
+            return;
+        };
+        if let Some(user_id) = subscriber.user_id.filter(|id| state.members.leave(id)) {
             state.broadcast(&server_frame::member_removed(channel, &user_id), None);
         }
-        if state.is_idle(now) {
-            shard.remove(channel);
+        if state.subscribers.is_empty() {
+            state.touched = now;
+            if state.is_removable(now, &self.limits) {
+                shard.remove(channel);
+            }
         }
     }
 
-    /// Queues `frame` for every subscriber but `exclude`; stores it first when `cache` is given.
-    /// Returns how many subscribers it was queued for.
+    /// Publishes one event: takes the next serial, encodes the frame with `encode(serial)`, keeps
+    /// it in history (and as the cached event when `cache` names the event and data), and queues it
+    /// for every subscriber but `exclude`. Returns the serial.
     pub fn publish(
         &self,
         channel: &str,
-        frame: &Bytes,
+        encode: impl FnOnce(u64) -> Bytes,
         exclude: Option<SocketId>,
-        cache: Option<CachedEvent>,
-    ) -> usize {
-        match cache {
-            None => self.shard(channel).read().get(channel).map_or(0, |state| state.broadcast(frame, exclude)),
-            Some(cached) => {
-                let mut shard = self.shard(channel).write();
-                let state = shard.entry(Arc::from(channel)).or_default();
-                state.cache = Some(cached);
-                state.broadcast(frame, exclude)
-            }
+        cache: Option<(&str, &str)>,
+        now: Instant,
+    ) -> u64 {
+        let mut shard = self.shard(channel).write();
+        let state = shard.entry(Arc::from(channel)).or_insert_with(|| Channel::new(now));
+        state.head += 1;
+        state.touched = now;
+        let serial = state.head;
+        let frame = encode(serial);
+        state.history.push(serial, frame.clone(), now, self.limits.history);
+        if let Some((event, data)) = cache {
+            let expires_at = now + self.limits.cache_ttl;
+            state.cache =
+                Some(CachedEvent { event: event.into(), data: data.into(), frame: frame.clone(), expires_at });
         }
+        state.broadcast(&frame, exclude);
+        if state.is_removable(now, &self.limits) {
+            shard.remove(channel);
+        }
+        serial
     }
 
     /// Counts for one channel; `None` when nobody is subscribed.
@@ -189,6 +308,17 @@ impl Hub {
         shard.get(channel).and_then(|s| s.cache.clone()).filter(|c| c.expires_at > now)
     }
 
+    /// Up to `limit` events after serial `after`; `None` when the channel has no state.
+    pub fn history(&self, channel: &str, after: u64, limit: usize, now: Instant) -> Option<HistoryPage> {
+        let mut shard = self.shard(channel).write();
+        let state = shard.get_mut(channel)?;
+        state.history.expire(now, self.limits.history);
+        let (events, truncated) = state.history.page(after, limit);
+        let events = events.into_iter().map(|e| (e.serial, e.frame.clone())).collect();
+        let truncated = truncated || (after < state.head && state.history.is_empty());
+        Some(HistoryPage { epoch: state.epoch.clone(), head: state.head, events, truncated })
+    }
+
     /// Occupied channels whose name starts with `prefix`, with their counts.
     pub fn occupied(&self, prefix: &str) -> Vec<(Arc<str>, ChannelCounts)> {
         let mut found = Vec::new();
@@ -197,7 +327,9 @@ impl Hub {
             found.extend(
                 shard
                     .iter()
-                    .filter(|(name, state)| name.starts_with(prefix) && !state.subscribers.is_empty())
+                    .filter(|(name, state)| {
+                        name.starts_with(prefix) && !name.starts_with('#') && !state.subscribers.is_empty()
+                    })
                     .map(|(name, state)| (name.clone(), state.counts())),
             );
         }
@@ -211,9 +343,13 @@ impl Hub {
         shard.get(channel).map(|s| s.members.iter().map(|(id, _)| id.to_owned()).collect()).unwrap_or_default()
     }
 
+    /// Expires history and removes channels that nobody needs any more.
     pub fn sweep(&self, now: Instant) {
         for shard in self.shards.iter() {
-            shard.write().retain(|_, state| !state.is_idle(now));
+            shard.write().retain(|_, state| {
+                state.history.expire(now, self.limits.history);
+                !state.is_removable(now, &self.limits)
+            });
         }
     }
 }

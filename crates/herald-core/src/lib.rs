@@ -8,7 +8,9 @@
 
 pub mod app;
 pub mod connection;
+pub mod history;
 pub mod hub;
+pub mod idempotency;
 pub mod outbox;
 pub mod presence;
 pub mod publish;
@@ -19,7 +21,8 @@ pub mod users;
 
 pub use app::{App, AppConfig};
 pub use connection::Connection;
+pub use hub::HistoryPage;
 pub use outbox::Outbox;
-pub use publish::{ChannelInfo, Publish, PublishError};
+pub use publish::{ChannelInfo, Publish, PublishError, Published};
 pub use registry::{Registry, RegistryError};
 pub use session::{Session, SessionOpenError};

@@ -1,17 +1,19 @@
 //! Publishing from the app's backend and the queries that go with it.
 //!
-//! A publish is validated against the app's limits first and then encoded once per channel; the
-//! same bytes go to every subscriber (or, for `#server-to-user-<id>`, to every connection signed in
-//! as that user). Event names in Pusher's and Herald's own namespaces are refused, so a backend bug
-//! cannot forge a `pusher_internal:member_added` at a client.
+//! A publish is validated against the app's limits first and then delivered channel by channel:
+//! each channel gives it the next serial and encodes it once; the same bytes go to every subscriber
+//! (for `#server-to-user-<id>`, every connection signed in as that user). Event names in Pusher's and
+//! Herald's own namespaces are refused, so a backend bug cannot forge a
+//! `pusher_internal:member_added` at a client.
 
 use std::sync::Arc;
 
 use herald_protocol::{ChannelKind, ChannelName, FrameData, SocketId, server_frame};
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use crate::app::App;
-use crate::hub::{CachedEvent, ChannelCounts};
+use crate::hub::{CachedEvent, ChannelCounts, HistoryPage};
+use crate::idempotency::MAX_KEY_LEN;
 
 /// One event to publish to one or more channels.
 #[derive(Debug)]
@@ -21,6 +23,17 @@ pub struct Publish<'a> {
     pub data: &'a str,
     /// The connection that caused the event, which must not receive it back.
     pub exclude: Option<SocketId>,
+    /// A repeat of this key within the app's window is acknowledged, not delivered.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The serial the event took in each channel, in the order of `Publish::channels`.
+    pub serials: Arc<[u64]>,
+    /// The idempotency key was seen before: nothing was delivered this time.
+    pub repeated: bool,
 }
 
 /// Why a publish was refused; the HTTP layer maps each to a status.
@@ -36,6 +49,8 @@ pub enum PublishError {
     NoChannels,
     #[error("too many channels: at most {max} per event")]
     TooManyChannels { max: usize },
+    #[error("idempotency_key must be 1 to {MAX_KEY_LEN} characters")]
+    InvalidIdempotencyKey,
 }
 
 /// What the HTTP API reports about one channel.
@@ -67,38 +82,42 @@ impl App {
         if publish.channels.len() > limits.max_event_channels {
             return Err(PublishError::TooManyChannels { max: limits.max_event_channels });
         }
+        if publish.idempotency_key.is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
+            return Err(PublishError::InvalidIdempotencyKey);
+        }
         Ok(())
     }
 
-    /// Delivers an already checked publish; returns how many connections it was queued for.
-    pub fn publish(&self, publish: &Publish<'_>, now: Instant) -> usize {
-        publish.channels.iter().map(|channel| self.publish_one(channel, publish, now)).sum()
+    /// Delivers an already checked publish.
+    pub fn publish(&self, publish: &Publish<'_>, now: Instant) -> Published {
+        let deliver = || publish.channels.iter().map(|channel| self.publish_one(channel, publish, now)).collect();
+        match publish.idempotency_key {
+            Some(key) => {
+                let (serials, repeated) = self.idempotency.run(&format!("api\0{key}"), now, deliver);
+                Published { serials, repeated }
+            }
+            None => Published { serials: deliver().into(), repeated: false },
+        }
     }
 
-    fn publish_one(&self, channel: &ChannelName, publish: &Publish<'_>, now: Instant) -> usize {
-        let frame = server_frame::channel_event(publish.event, channel.as_str(), FrameData::Text(publish.data), None);
-        if let Some(user_id) = channel.user_id() {
-            return self.users.send(user_id, &frame, publish.exclude);
-        }
-        let cache = channel.is_cache().then(|| CachedEvent {
-            event: publish.event.into(),
-            data: publish.data.into(),
-            frame: frame.clone(),
-            expires_at: now + Duration::from_secs(self.config.cache_ttl_secs),
-        });
-        self.hub.publish(channel.as_str(), &frame, publish.exclude, cache)
+    fn publish_one(&self, channel: &ChannelName, publish: &Publish<'_>, now: Instant) -> u64 {
+        let encode = |serial| {
+            server_frame::channel_event(publish.event, channel.as_str(), FrameData::Text(publish.data), None, serial)
+        };
+        let cache = channel.is_cache().then_some((publish.event, publish.data));
+        self.hub.publish(channel.as_str(), encode, publish.exclude, cache, now)
     }
 
     /// Occupancy, counts and cached event of one channel.
     pub fn channel_info(&self, channel: &ChannelName, now: Instant) -> ChannelInfo {
-        if let Some(user_id) = channel.user_id() {
-            let connections = self.users.connection_count(user_id);
-            let counts = ChannelCounts { subscription_count: connections, user_count: usize::from(connections > 0) };
-            return ChannelInfo { occupied: connections > 0, counts, cache: None };
-        }
         let counts = self.hub.counts(channel.as_str());
         let cache = if channel.is_cache() { self.hub.cached(channel.as_str(), now) } else { None };
         ChannelInfo { occupied: counts.is_some(), counts: counts.unwrap_or_default(), cache }
+    }
+
+    /// Up to `limit` events of `channel` after serial `after`; `None` if the channel has no state.
+    pub fn history(&self, channel: &ChannelName, after: u64, limit: usize, now: Instant) -> Option<HistoryPage> {
+        self.hub.history(channel.as_str(), after, limit, now)
     }
 
     /// Occupied channels whose names start with `prefix`.

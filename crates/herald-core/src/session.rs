@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use herald_protocol::client_message::{Signin, Subscribe};
+use herald_protocol::client_message::{ClientEvent, Signin, Subscribe};
 use herald_protocol::server_frame::{self, SubscriptionErrorKind};
 use herald_protocol::signature::{channel_auth_message, signin_message, verify_auth};
 use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData};
@@ -19,7 +19,8 @@ use tokio::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::connection::Connection;
-use crate::hub::JoinRefused;
+use crate::hub::{Confirmation, Join, JoinRefused};
+use crate::idempotency::MAX_KEY_LEN;
 use crate::presence::MemberJoin;
 use crate::rate_limit::TokenBucket;
 
@@ -149,8 +150,8 @@ impl Session {
             ClientMessage::Pong => {}
             ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe, now),
             ClientMessage::Unsubscribe { channel } => self.unsubscribe(&channel, now),
-            ClientMessage::Signin(signin) => self.signin(signin),
-            ClientMessage::ClientEvent { event, channel, data } => self.client_event(&event, &channel, &data, now),
+            ClientMessage::Signin(signin) => self.signin(signin, now),
+            ClientMessage::ClientEvent(event) => self.client_event(&event, now),
         }
     }
 
@@ -187,8 +188,8 @@ impl Session {
                 format!("at most {max} channels per connection"),
             ));
         }
-        if channel.kind() == ChannelKind::ServerToUser {
-            return self.subscribe_user_stream(&channel);
+        if channel.kind() == ChannelKind::ServerToUser && !self.is_signed_in_as(channel.user_id()) {
+            return Err(Refusal::new(SubscriptionErrorKind::Auth, "sign in as this user to subscribe to its stream"));
         }
         if channel.kind().requires_auth() {
             let message =
@@ -207,27 +208,23 @@ impl Session {
                 .map(|user_id| MemberJoin { user_id, user_info: None }),
             (false, member) => member,
         };
-        self.app.hub.subscribe(&channel, &self.connection, member.as_ref(), config.max_presence_members, now).map_err(
-            |JoinRefused::PresenceFull| {
-                let max = config.max_presence_members;
-                Refusal::new(SubscriptionErrorKind::LimitReached, format!("presence channel is full ({max} members)"))
-            },
-        )?;
+        let join = Join {
+            member: member.as_ref(),
+            resume: subscribe.resume.as_ref(),
+            confirmation: Confirmation::SubscriptionSucceeded,
+        };
+        self.app.hub.subscribe(&channel, &self.connection, join, now).map_err(|JoinRefused::PresenceFull| {
+            let max = config.max_presence_members;
+            Refusal::new(SubscriptionErrorKind::LimitReached, format!("presence channel is full ({max} members)"))
+        })?;
         self.authorized |= channel.kind().requires_auth();
         let subscription = Subscription { kind: channel.kind(), member: member.map(|m| m.user_id) };
         self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
         Ok(())
     }
 
-    fn subscribe_user_stream(&mut self, channel: &ChannelName) -> Result<(), Refusal> {
-        let signed_in_as = self.user.as_ref().map(|u| &*u.id);
-        if signed_in_as.is_none() || signed_in_as != channel.user_id() {
-            return Err(Refusal::new(SubscriptionErrorKind::Auth, "sign in as this user to subscribe to its stream"));
-        }
-        self.connection.outbox.push(server_frame::subscription_succeeded(channel.as_str(), None));
-        let subscription = Subscription { kind: ChannelKind::ServerToUser, member: None };
-        self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
-        Ok(())
+    fn is_signed_in_as(&self, user_id: Option<&str>) -> bool {
+        self.user.as_ref().is_some_and(|user| Some(&*user.id) == user_id)
     }
 
     fn presence_member(&self, channel_data: Option<&str>) -> Result<MemberJoin, Refusal> {
@@ -265,19 +262,21 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, channel: &str, now: Instant) {
-        let removed = self.subscriptions.remove(channel);
-        if removed.is_some_and(|s| s.kind != ChannelKind::ServerToUser) {
-            self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
+        // The user stream stays joined for as long as the connection is signed in.
+        if self.subscriptions.get(channel).is_none_or(|s| s.kind == ChannelKind::ServerToUser) {
+            return;
         }
+        self.subscriptions.remove(channel);
+        self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
     }
 
-    fn signin(&mut self, signin: Signin) {
-        if let Err(message) = self.try_signin(&signin) {
+    fn signin(&mut self, signin: Signin, now: Instant) {
+        if let Err(message) = self.try_signin(&signin, now) {
             self.close(CloseCode::Unauthorized, &format!("sign-in refused: {message}"));
         }
     }
 
-    fn try_signin(&mut self, signin: &Signin) -> Result<(), String> {
+    fn try_signin(&mut self, signin: &Signin, now: Instant) -> Result<(), String> {
         #[derive(Deserialize)]
         struct UserData {
             id: serde_json::Value,
@@ -306,7 +305,8 @@ impl Session {
             if *current.id != *id {
                 return Err("this connection is already signed in as another user".into());
             }
-            self.connection.outbox.push(server_frame::signin_success(&signin.user_data));
+            let id = current.id.clone();
+            self.join_user_stream(&id, signin, now);
             return Ok(());
         }
         let mut watchlist: Vec<Arc<str>> =
@@ -319,21 +319,50 @@ impl Session {
                 &format!("watchlist is longer than {max} ids; the first {max} are watched"),
             );
         }
-        self.connection.outbox.push(server_frame::signin_success(&signin.user_data));
         let id: Arc<str> = Arc::from(id);
+        self.join_user_stream(&id, signin, now);
         self.app.users.sign_in(&id, &self.connection, &watchlist);
         self.user = Some(SignedIn { id, watchlist });
         self.authorized = true;
         Ok(())
     }
 
-    fn client_event(&mut self, event: &str, channel: &str, data: &RawValue, now: Instant) {
-        match self.check_client_event(event, channel, data, now) {
-            Ok(user_id) => {
-                let frame = server_frame::channel_event(event, channel, FrameData::Json(data), user_id.as_deref());
-                self.app.hub.publish(channel, &frame, Some(self.connection.socket_id), None);
+    /// Joins `#server-to-user-<id>` (again, for a repeated sign-in), which queues `signin_success`
+    /// with the stream's position and, when asked, what the user missed.
+    fn join_user_stream(&mut self, id: &str, signin: &Signin, now: Instant) {
+        let channel = ChannelName::server_to_user(id);
+        let confirmation = Confirmation::SigninSuccess { user_data: &signin.user_data };
+        let join = Join { member: None, resume: signin.resume.as_ref(), confirmation };
+        // Without a member there is no limit to refuse on.
+        let _ = self.app.hub.subscribe(&channel, &self.connection, join, now);
+        let subscription = Subscription { kind: ChannelKind::ServerToUser, member: None };
+        self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
+    }
+
+    fn client_event(&mut self, event: &ClientEvent, now: Instant) {
+        let user_id = match self.check_client_event(&event.event, &event.channel, &event.data, now) {
+            Ok(user_id) => user_id,
+            Err((code, message)) => return self.reject(code, &message),
+        };
+        let socket_id = self.connection.socket_id;
+        let deliver = || {
+            let encode = |serial| {
+                let data = FrameData::Json(&event.data);
+                server_frame::channel_event(&event.event, &event.channel, data, user_id.as_deref(), serial)
+            };
+            vec![self.app.hub.publish(&event.channel, encode, Some(socket_id), None, now)]
+        };
+        match event.idempotency_key.as_deref() {
+            None => {
+                deliver();
             }
-            Err((code, message)) => self.reject(code, &message),
+            Some(key) if key.is_empty() || key.len() > MAX_KEY_LEN => {
+                let message = format!("client event rejected: idempotency_key must be 1 to {MAX_KEY_LEN} characters");
+                self.reject(ErrorCode::ClientEventRejected, &message);
+            }
+            Some(key) => {
+                self.app.idempotency.run(&format!("client\0{}\0{key}", event.channel), now, deliver);
+            }
         }
     }
 
@@ -375,10 +404,8 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let now = Instant::now();
-        for (channel, subscription) in self.subscriptions.drain() {
-            if subscription.kind != ChannelKind::ServerToUser {
-                self.app.hub.unsubscribe(&channel, self.connection.socket_id, now);
-            }
+        for channel in self.subscriptions.keys() {
+            self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
         }
         if let Some(user) = self.user.take() {
             self.app.users.sign_out(&user.id, self.connection.socket_id, &user.watchlist);

@@ -1,14 +1,14 @@
 //! Signed-in users on this node: who is online, on which connections, and who watches whom.
 //!
-//! The user stream `#server-to-user-<id>` is routed through this index, not through channel
-//! subscriptions, so an event sent right after sign-in reaches the user even before the client has
-//! subscribed to its stream. Watchlists are kept here too: a user is online while at least one of
-//! their connections is signed in, and watchers hear only the transitions.
+//! The user stream `#server-to-user-<id>` itself is a hub channel that a connection joins when it
+//! signs in (so it has serials and history like any channel); this index answers the questions the
+//! hub cannot: is a user online, whom to close on `terminate_connections`, and who watches whom. A
+//! user is online while at least one of their connections is signed in; watchers hear only the
+//! transitions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use herald_protocol::server_frame::{self, Presence};
 use herald_protocol::{CloseCode, SocketId};
 use parking_lot::Mutex;
@@ -82,15 +82,6 @@ impl Users {
         }
     }
 
-    /// Queues `frame` on every connection signed in as `user_id` but `exclude`.
-    pub fn send(&self, user_id: &str, frame: &Bytes, exclude: Option<SocketId>) -> usize {
-        let inner = self.inner.lock();
-        let Some(connections) = inner.online.get(user_id) else {
-            return 0;
-        };
-        connections.iter().filter(|c| Some(c.socket_id) != exclude && c.outbox.push(frame.clone())).count()
-    }
-
     /// Closes every connection signed in as `user_id` with 4009; returns how many.
     pub fn terminate(&self, user_id: &str) -> usize {
         let inner = self.inner.lock();
@@ -101,10 +92,5 @@ impl Users {
             connection.outbox.close(CloseCode::Unauthorized);
         }
         connections.len()
-    }
-
-    /// Connections signed in as `user_id` on this node.
-    pub fn connection_count(&self, user_id: &str) -> usize {
-        self.inner.lock().online.get(user_id).map_or(0, Vec::len)
     }
 }

@@ -116,7 +116,8 @@ async fn a_slow_consumer_is_closed_without_delaying_others() {
     frames(&mut fast);
     let data = "x".repeat(100);
     let channels = [herald_protocol::ChannelName::parse("feed", 200).unwrap()];
-    let publish = herald_core::Publish { event: "e", channels: &channels, data: &data, exclude: None };
+    let publish =
+        herald_core::Publish { event: "e", channels: &channels, data: &data, exclude: None, idempotency_key: None };
     for _ in 0..5 {
         app.publish(&publish, Instant::now());
         assert_eq!(frames(&mut fast).len(), 1);

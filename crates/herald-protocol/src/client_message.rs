@@ -24,11 +24,24 @@ pub enum ClientMessage {
     },
     Signin(Signin),
     /// A `client-*` event to relay to the channel's other subscribers.
-    ClientEvent {
-        event: String,
-        channel: String,
-        data: Box<RawValue>,
-    },
+    ClientEvent(ClientEvent),
+}
+
+/// A `client-*` event.
+#[derive(Debug)]
+pub struct ClientEvent {
+    pub event: String,
+    pub channel: String,
+    pub data: Box<RawValue>,
+    /// Herald: a repeat of this key within the app's window is not delivered again.
+    pub idempotency_key: Option<String>,
+}
+
+/// Herald: where a client left off, sent with `pusher:subscribe` or `pusher:signin`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Resume {
+    pub epoch: String,
+    pub serial: u64,
 }
 
 /// `pusher:subscribe` data.
@@ -40,6 +53,9 @@ pub struct Subscribe {
     /// For presence channels: the exact JSON string that was signed.
     #[serde(default)]
     pub channel_data: Option<String>,
+    /// Herald: resume after this position instead of starting live.
+    #[serde(default)]
+    pub resume: Option<Resume>,
 }
 
 /// `pusher:signin` data.
@@ -48,6 +64,9 @@ pub struct Signin {
     pub auth: String,
     /// The exact JSON string that was signed.
     pub user_data: String,
+    /// Herald: resume the user stream after this position.
+    #[serde(default)]
+    pub resume: Option<Resume>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +82,8 @@ struct Envelope<'a> {
     channel: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 /// Why a frame could not become a [`ClientMessage`].
@@ -108,7 +129,12 @@ impl ClientMessage {
                         RawValue::from_string("{}".to_owned()).map_err(|e| MessageError::Malformed(e.to_string()))?
                     }
                 };
-                Ok(Self::ClientEvent { event: name.to_owned(), channel: channel.into_owned(), data })
+                Ok(Self::ClientEvent(ClientEvent {
+                    event: name.to_owned(),
+                    channel: channel.into_owned(),
+                    data,
+                    idempotency_key: envelope.idempotency_key,
+                }))
             }
             other => Err(MessageError::UnknownEvent(truncate(other, MAX_ECHOED_NAME).to_owned())),
         }
@@ -164,11 +190,20 @@ mod tests {
             panic!("signin")
         };
         assert_eq!(s.user_data, r#"{"id":"1"}"#);
-        let Ok(ClientMessage::ClientEvent { event, channel, data }) =
-            ClientMessage::parse(r#"{"event":"client-typing","channel":"private-a","data":{"x": [1, 2]}}"#)
+        let Ok(ClientMessage::ClientEvent(ClientEvent { event, channel, data, idempotency_key })) =
+            ClientMessage::parse(
+                r#"{"event":"client-typing","channel":"private-a","data":{"x": [1, 2]},"idempotency_key":"k1"}"#,
+            )
         else {
             panic!("client event")
         };
+        assert_eq!(idempotency_key.as_deref(), Some("k1"));
+        let Ok(ClientMessage::Subscribe(s)) = ClientMessage::parse(
+            r#"{"event":"pusher:subscribe","data":{"channel":"a","resume":{"epoch":"e1","serial":7}}}"#,
+        ) else {
+            panic!("subscribe with resume")
+        };
+        assert_eq!(s.resume, Some(Resume { epoch: "e1".into(), serial: 7 }));
         assert_eq!((event.as_str(), channel.as_str(), data.get()), ("client-typing", "private-a", r#"{"x": [1, 2]}"#));
     }
 

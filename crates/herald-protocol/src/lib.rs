@@ -14,9 +14,9 @@ pub mod signature;
 pub mod socket_id;
 
 pub use channel_name::{ChannelKind, ChannelName, ChannelNameError};
-pub use client_message::{ClientMessage, MessageError, Signin, Subscribe};
+pub use client_message::{ClientEvent, ClientMessage, MessageError, Resume, Signin, Subscribe};
 pub use close_code::{CloseCode, ErrorCode};
 pub use request_signature::{RequestAuthError, SignedRequest};
-pub use server_frame::FrameData;
+pub use server_frame::{FrameData, Position};
 pub use signature::{AuthError, Secret};
 pub use socket_id::SocketId;

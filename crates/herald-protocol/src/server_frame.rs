@@ -29,13 +29,26 @@ impl Serialize for FrameData<'_> {
     }
 }
 
-/// A frame with the optional members Pusher defines, in Pusher's order.
-#[derive(Clone, Copy, Debug)]
+/// Herald: a channel's position, `(epoch, serial)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Position<'a> {
+    pub epoch: &'a str,
+    pub serial: u64,
+}
+
+/// A frame with the optional members Pusher defines, in Pusher's order, then Herald's additions.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Frame<'a> {
     pub event: &'a str,
     pub channel: Option<&'a str>,
     pub data: Option<FrameData<'a>>,
     pub user_id: Option<&'a str>,
+    /// Herald: the event's serial in its channel.
+    pub serial: Option<u64>,
+    /// Herald: the channel's head, on `subscription_succeeded` and `signin_success`.
+    pub position: Option<Position<'a>>,
+    /// Herald: whether a requested resume succeeded.
+    pub recovered: Option<bool>,
 }
 
 impl Serialize for Frame<'_> {
@@ -50,6 +63,15 @@ impl Serialize for Frame<'_> {
         }
         if let Some(user_id) = self.user_id {
             map.serialize_entry("user_id", user_id)?;
+        }
+        if let Some(serial) = self.serial {
+            map.serialize_entry("serial", &serial)?;
+        }
+        if let Some(position) = &self.position {
+            map.serialize_entry("position", position)?;
+        }
+        if let Some(recovered) = self.recovered {
+            map.serialize_entry("recovered", &recovered)?;
         }
         map.end()
     }
@@ -74,13 +96,14 @@ fn to_json_string<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// A channel event (published over HTTP, relayed from a client, or replayed from a cache).
-pub fn channel_event(event: &str, channel: &str, data: FrameData<'_>, user_id: Option<&str>) -> Bytes {
-    Frame { event, channel: Some(channel), data: Some(data), user_id }.encode()
+/// A channel event (published over HTTP, relayed from a client, or replayed), with its serial.
+pub fn channel_event(event: &str, channel: &str, data: FrameData<'_>, user_id: Option<&str>, serial: u64) -> Bytes {
+    Frame { event, channel: Some(channel), data: Some(data), user_id, serial: Some(serial), ..Frame::default() }
+        .encode()
 }
 
 fn system(event: &str, channel: Option<&str>, data: Option<&str>) -> Bytes {
-    Frame { event, channel, data: data.map(FrameData::Text), user_id: None }.encode()
+    Frame { event, channel, data: data.map(FrameData::Text), ..Frame::default() }.encode()
 }
 
 pub fn connection_established(socket_id: SocketId, activity_timeout_secs: u64) -> Bytes {
@@ -111,9 +134,23 @@ pub fn pong() -> Bytes {
     system("pusher:pong", None, Some("{}"))
 }
 
-/// `pusher_internal:subscription_succeeded`; `data` is the presence document, or `{}`.
-pub fn subscription_succeeded(channel: &str, data: Option<&str>) -> Bytes {
-    system("pusher_internal:subscription_succeeded", Some(channel), Some(data.unwrap_or("{}")))
+/// `pusher_internal:subscription_succeeded`; `data` is the presence document, or `{}`. Herald adds
+/// the channel's position, and `recovered` when the client asked to resume.
+pub fn subscription_succeeded(
+    channel: &str,
+    data: Option<&str>,
+    position: Position<'_>,
+    recovered: Option<bool>,
+) -> Bytes {
+    Frame {
+        event: "pusher_internal:subscription_succeeded",
+        channel: Some(channel),
+        data: Some(FrameData::Text(data.unwrap_or("{}"))),
+        position: Some(position),
+        recovered,
+        ..Frame::default()
+    }
+    .encode()
 }
 
 /// The presence document of `subscription_succeeded`: `{"presence":{"ids","hash","count"}}`.
@@ -175,12 +212,22 @@ pub fn member_removed(channel: &str, user_id: &str) -> Bytes {
     system("pusher_internal:member_removed", Some(channel), Some(&to_json_string(&Data { user_id })))
 }
 
-pub fn signin_success(user_data: &str) -> Bytes {
+/// `pusher:signin_success`; Herald adds the user stream's position, and `recovered` when the
+/// client asked to resume it.
+pub fn signin_success(user_data: &str, position: Position<'_>, recovered: Option<bool>) -> Bytes {
     #[derive(serde::Serialize)]
     struct Data<'a> {
         user_data: &'a str,
     }
-    system("pusher:signin_success", None, Some(&to_json_string(&Data { user_data })))
+    let data = to_json_string(&Data { user_data });
+    Frame {
+        event: "pusher:signin_success",
+        data: Some(FrameData::Text(&data)),
+        position: Some(position),
+        recovered,
+        ..Frame::default()
+    }
+    .encode()
 }
 
 /// Whether watched users came online or went offline.
@@ -231,8 +278,8 @@ mod tests {
         );
         assert_eq!(text(cache_miss("cache-a")), r#"{"event":"pusher:cache_miss","channel":"cache-a"}"#);
         assert_eq!(
-            text(subscription_succeeded("a", None)),
-            r#"{"event":"pusher_internal:subscription_succeeded","channel":"a","data":"{}"}"#
+            text(subscription_succeeded("a", None, Position { epoch: "e1", serial: 3 }, Some(true))),
+            r#"{"event":"pusher_internal:subscription_succeeded","channel":"a","data":"{}","position":{"epoch":"e1","serial":3},"recovered":true}"#
         );
     }
 
@@ -240,12 +287,12 @@ mod tests {
     fn channel_events_keep_data_verbatim() {
         let raw = RawValue::from_string(r#"{"a": 1}"#.into()).unwrap();
         assert_eq!(
-            text(channel_event("client-x", "private-a", FrameData::Json(&raw), Some("u1"))),
-            r#"{"event":"client-x","channel":"private-a","data":{"a": 1},"user_id":"u1"}"#
+            text(channel_event("client-x", "private-a", FrameData::Json(&raw), Some("u1"), 7)),
+            r#"{"event":"client-x","channel":"private-a","data":{"a": 1},"user_id":"u1","serial":7}"#
         );
         assert_eq!(
-            text(channel_event("e", "a", FrameData::Text("{\"b\":\"</script>\"}"), None)),
-            r#"{"event":"e","channel":"a","data":"{\"b\":\"</script>\"}"}"#
+            text(channel_event("e", "a", FrameData::Text("{\"b\":\"</script>\"}"), None, 1)),
+            r#"{"event":"e","channel":"a","data":"{\"b\":\"</script>\"}","serial":1}"#
         );
     }
 

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::api::{channels, events, users};
+use crate::api::{channels, events, history, users};
 use crate::state::AppState;
 use crate::transport::websocket;
 
@@ -17,6 +17,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/channels", get(channels::list))
         .route("/apps/{app_id}/channels/{channel}", get(channels::show))
         .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
+        .route("/apps/{app_id}/channels/{channel}/history", get(history::history))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
         .route("/up", get(|| async { "OK\n" }))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,7 +1,10 @@
 //! `POST /apps/{id}/events` and `POST /apps/{id}/batch_events`.
 //!
 //! A request is parsed and every event in it checked before anything is delivered, so a batch with
-//! one bad event delivers none. `info` asks for channel attributes computed after delivery.
+//! one bad event delivers none. `info` asks for channel attributes computed after delivery. Herald
+//! adds `"serials"` to every answer (the serial each channel gave the event) and honours
+//! `idempotency_key`: a repeat inside the app's window answers with the first serials and delivers
+//! nothing.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -29,6 +32,8 @@ struct EventBody {
     socket_id: Option<String>,
     #[serde(default)]
     info: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +48,7 @@ struct Event {
     channels: Vec<ChannelName>,
     exclude: Option<SocketId>,
     info: Vec<Attribute>,
+    idempotency_key: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,19 +82,31 @@ impl Event {
             other => other.to_string(),
         };
         let info = parse_attributes(body.info.as_deref())?;
-        let event = Self { name: body.name, data, channels, exclude, info };
+        let event = Self { name: body.name, data, channels, exclude, info, idempotency_key: body.idempotency_key };
         app.check_publish(&event.as_publish())?;
         Ok(event)
     }
 
     fn as_publish(&self) -> Publish<'_> {
-        Publish { event: &self.name, channels: &self.channels, data: &self.data, exclude: self.exclude }
+        Publish {
+            event: &self.name,
+            channels: &self.channels,
+            data: &self.data,
+            exclude: self.exclude,
+            idempotency_key: self.idempotency_key.as_deref(),
+        }
     }
 
-    /// Delivers, then reports the requested attributes (or `None` if none were asked for).
-    fn deliver(&self, app: &App) -> Option<Value> {
+    /// Delivers; returns `{channel: serial}` and, if any were asked for, the attributes per channel.
+    fn deliver(&self, app: &App) -> (Value, Option<Value>) {
         let now = Instant::now();
-        app.publish(&self.as_publish(), now);
+        let published = app.publish(&self.as_publish(), now);
+        let serials: Map<String, Value> =
+            self.channels.iter().zip(published.serials.iter()).map(|(c, s)| (c.to_string(), (*s).into())).collect();
+        (Value::Object(serials), self.attributes(app, now))
+    }
+
+    fn attributes(&self, app: &App, now: Instant) -> Option<Value> {
         if self.info.is_empty() {
             return None;
         }
@@ -146,7 +164,10 @@ pub async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let event = Event::parse(parse_json(&body)?, &auth.app)?;
-    Ok(Json(event.deliver(&auth.app).unwrap_or_else(|| json!({}))))
+    let (serials, attributes) = event.deliver(&auth.app);
+    let mut answer = attributes.unwrap_or_else(|| json!({}));
+    answer["serials"] = serials;
+    Ok(Json(answer))
 }
 
 pub async fn publish_batch(
@@ -164,14 +185,17 @@ pub async fn publish_batch(
     }
     let events = batch.batch.into_iter().map(|e| Event::parse(e, &auth.app)).collect::<Result<Vec<_>, _>>()?;
     let any_info = events.iter().any(|e| !e.info.is_empty());
-    // Each batch event names one channel, so its attributes are reported directly, index-aligned.
-    let results: Vec<Value> = events
+    // Each batch event names one channel, so its attributes are reported directly; serials are
+    // `{channel: serial}` per event; both index-aligned.
+    let (serials, attributes): (Vec<Value>, Vec<Value>) = events
         .iter()
         .map(|event| {
-            let info = event.deliver(&auth.app);
+            let (serials, info) = event.deliver(&auth.app);
             let channel = event.channels.first().map(ChannelName::as_str).unwrap_or_default();
-            info.map_or_else(|| json!({}), |v| v["channels"][channel].clone())
+            (serials, info.map_or_else(|| json!({}), |v| v["channels"][channel].clone()))
         })
-        .collect();
-    Ok(Json(if any_info { json!({ "batch": results }) } else { json!({}) }))
+        .unzip();
+    let mut answer = if any_info { json!({ "batch": attributes }) } else { json!({}) };
+    answer["serials"] = Value::Array(serials);
+    Ok(Json(answer))
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod channels;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod users;
 
 pub use error::ApiError;

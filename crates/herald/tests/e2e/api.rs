@@ -67,7 +67,8 @@ async fn publish_and_batch_report_info() {
     assert_eq!(status, 200);
     assert_eq!(
         parse(&body),
-        json!({"channels": {"presence-p": {"user_count": 1, "subscription_count": 1}, "empty": {"subscription_count": 0}}})
+        json!({"channels": {"presence-p": {"user_count": 1, "subscription_count": 1}, "empty": {"subscription_count": 0}},
+               "serials": {"presence-p": 1, "empty": 1}})
     );
     let batch = json!({"batch": [
         {"name": "a", "channel": "presence-p", "data": "1", "info": "user_count"},
@@ -75,7 +76,10 @@ async fn publish_and_batch_report_info() {
     ]});
     let (status, body) = server.api("POST", "/apps/1/batch_events", &[], &batch.to_string()).await;
     assert_eq!(status, 200);
-    assert_eq!(parse(&body), json!({"batch": [{"user_count": 1}, {}]}));
+    assert_eq!(
+        parse(&body),
+        json!({"batch": [{"user_count": 1}, {}], "serials": [{"presence-p": 2}, {"presence-p": 3}]})
+    );
     a.expect_event("e").await;
     a.expect_event("a").await;
     a.expect_event("b").await;

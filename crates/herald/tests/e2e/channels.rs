@@ -15,7 +15,7 @@ async fn publish_reaches_every_subscriber_but_the_excluded_socket() {
         server.publish(json!({"name": "e", "channels": ["news"], "data": "1", "socket_id": a.socket_id})).await;
     assert_eq!(status, 200);
     let frame = b.expect_event("e").await;
-    assert_eq!(frame, json!({"event": "e", "channel": "news", "data": "1"}));
+    assert_eq!(frame, json!({"event": "e", "channel": "news", "data": "1", "serial": 1}));
     a.expect_nothing_pending().await;
 }
 
@@ -90,7 +90,7 @@ async fn client_events_go_to_others_with_user_id_on_presence() {
     let frame = b.expect_event("client-typing").await;
     assert_eq!(
         frame,
-        json!({"event": "client-typing", "channel": "presence-chat", "data": {"on": true}, "user_id": "a"})
+        json!({"event": "client-typing", "channel": "presence-chat", "data": {"on": true}, "user_id": "a", "serial": 1})
     );
     a.expect_nothing_pending().await;
 }
