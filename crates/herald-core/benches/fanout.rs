@@ -52,7 +52,7 @@ fn fanout(c: &mut Criterion) {
 fn encode(c: &mut Criterion) {
     let data = r#"{"message":"hello, this is a typical chat message of about a hundred bytes","user":42}"#;
     c.bench_function("encode_channel_event", |b| {
-        b.iter(|| server_frame::channel_event("message", "presence-room-42", FrameData::Text(data), None));
+        b.iter(|| server_frame::channel_event("message", "presence-room-42", FrameData::Text(data), None, 42));
     });
 }
 
