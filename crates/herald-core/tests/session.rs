@@ -144,3 +144,28 @@ async fn a_second_user_on_one_connection_is_refused() {
     assert_eq!(error_codes(&mut session), vec![4009]);
     assert!(session.connection().outbox.is_closing());
 }
+
+#[tokio::test(start_paused = true)]
+async fn history_older_than_its_window_cannot_be_resumed() {
+    let app = app(AppConfig { history_max_age_secs: 300, ..AppConfig::new("1", "key", "secret") });
+    let mut watcher = open(&app);
+    watcher.handle_text(r#"{"event":"pusher:subscribe","data":{"channel":"news"}}"#, Instant::now());
+    let joined = frames(&mut watcher).remove(0);
+    let epoch = joined["position"]["epoch"].as_str().unwrap().to_owned();
+    let channels = [herald_protocol::ChannelName::parse("news", 200).unwrap()];
+    let publish =
+        herald_core::Publish { event: "e", channels: &channels, data: "1", exclude: None, idempotency_key: None };
+    app.publish(&publish, Instant::now());
+    let resume = |session: &mut Session| {
+        let frame =
+            json!({"event": "pusher:subscribe", "data": {"channel": "news", "resume": {"epoch": epoch, "serial": 0}}});
+        session.handle_text(&frame.to_string(), Instant::now());
+        frames(session)
+    };
+    tokio::time::advance(Duration::from_secs(299)).await;
+    let within = resume(&mut open(&app));
+    assert_eq!((within[0]["recovered"].as_bool(), within.len()), (Some(true), 2));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let after = resume(&mut open(&app));
+    assert_eq!((after[0]["recovered"].as_bool(), after.len()), (Some(false), 1), "never a silent gap");
+}

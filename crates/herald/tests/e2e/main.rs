@@ -5,5 +5,6 @@ mod api;
 mod channels;
 mod fixtures;
 mod limits;
+mod recovery;
 mod support;
 mod users;
