@@ -164,7 +164,7 @@ async fn concurrent_publishers_and_resuming_subscribers_see_one_gap_free_order()
         })
         .collect();
     let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|p| {
+        .map(|_| {
             let server = server.clone();
             tokio::spawn(async move { publish_n(&server, "race", EVENTS / PUBLISHERS).await })
         })
