@@ -4,6 +4,7 @@
 //! so nothing can cross from one app to another. The settings are Pusher's defaults unless the
 //! operator says otherwise.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_protocol::Secret;
@@ -13,6 +14,7 @@ use tokio::time::Duration;
 use crate::history::HistoryLimits;
 use crate::hub::{Hub, HubLimits};
 use crate::idempotency::Idempotency;
+use crate::store::{HistoryStore, StoreError};
 use crate::users::Users;
 
 /// Idempotency keys remembered per app at most (oldest forgotten first).
@@ -113,11 +115,22 @@ pub struct App {
 
 impl App {
     pub fn new(config: AppConfig) -> Self {
-        let hub = Hub::new(HubLimits {
+        Self::with_hub(config, |hub| hub)
+    }
+
+    /// An app whose channel history is kept in `store`, resuming what it kept before.
+    pub fn with_store(config: AppConfig, store: Arc<dyn HistoryStore>) -> Result<Self, StoreError> {
+        let kept = store.load(&config.id)?;
+        let id = config.id.clone();
+        Ok(Self::with_hub(config, |hub| hub.with_store(store, &id, kept, tokio::time::Instant::now())))
+    }
+
+    fn with_hub(config: AppConfig, attach: impl FnOnce(Hub) -> Hub) -> Self {
+        let hub = attach(Hub::new(HubLimits {
             max_members: config.max_presence_members,
             history: config.history_limits(),
             cache_ttl: Duration::from_secs(config.cache_ttl_secs),
-        });
+        }));
         let idempotency = Idempotency::new(Duration::from_secs(config.idempotency_window_secs), MAX_IDEMPOTENCY_KEYS);
         Self { config, hub, users: Users::default(), idempotency, connections: AtomicUsize::new(0) }
     }
@@ -154,5 +167,10 @@ impl App {
     /// Drops expired cache entries of channels nobody is subscribed to. Called periodically.
     pub fn sweep(&self, now: tokio::time::Instant) {
         self.hub.sweep(now);
+    }
+
+    /// Writes durable history and marks it cleanly stopped (on graceful shutdown).
+    pub fn close(&self) {
+        self.hub.close();
     }
 }

@@ -59,6 +59,18 @@ impl History {
         }
     }
 
+    /// Puts back an entry loaded from a store, keeping the limits.
+    pub fn restore(&mut self, serial: u64, frame: Bytes, at: Instant, now: Instant, limits: HistoryLimits) {
+        if !limits.enabled() {
+            return;
+        }
+        self.entries.push_back(Entry { serial, frame, at });
+        while self.entries.len() > limits.max_events {
+            self.entries.pop_front();
+        }
+        self.expire(now, limits);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

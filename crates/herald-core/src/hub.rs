@@ -24,6 +24,7 @@ use tokio::time::{Duration, Instant};
 use crate::connection::Connection;
 use crate::history::{History, HistoryLimits};
 use crate::presence::{MemberJoin, Members, MembersFull};
+use crate::store::{HistoryChange, HistoryStore, StoredChannel};
 
 const SHARDS: usize = 16;
 
@@ -43,6 +44,15 @@ pub(crate) struct Hub {
     shards: Box<[Shard]>,
     hasher: RandomState,
     limits: HubLimits,
+    /// Where channel state is kept across restarts, if anywhere.
+    store: Option<Durable>,
+}
+
+/// A store and the app id its records are filed under.
+#[derive(Debug)]
+struct Durable {
+    store: Arc<dyn HistoryStore>,
+    app: Arc<str>,
 }
 
 #[derive(Debug)]
@@ -118,9 +128,9 @@ pub struct HistoryPage {
 }
 
 impl Channel {
-    fn new(now: Instant) -> Self {
+    fn new(epoch: Arc<str>, now: Instant) -> Self {
         Self {
-            epoch: new_epoch(),
+            epoch,
             head: 0,
             subscribers: HashMap::new(),
             members: Members::default(),
@@ -191,13 +201,68 @@ impl Channel {
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn new_epoch() -> Arc<str> {
     Arc::from(format!("{:016x}", rand::random::<u64>()))
 }
 
 impl Hub {
     pub fn new(limits: HubLimits) -> Self {
-        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new(), limits }
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
+            limits,
+            store: None,
+        }
+    }
+
+    /// Keeps channel state in `store` (only when history is on) and takes back what it kept.
+    pub fn with_store(
+        mut self,
+        store: Arc<dyn HistoryStore>,
+        app: &str,
+        kept: Vec<StoredChannel>,
+        now: Instant,
+    ) -> Self {
+        if !self.limits.history.enabled() {
+            return self;
+        }
+        let unix_now = unix_ms();
+        for stored in kept {
+            let mut channel = Channel::new(Arc::from(stored.epoch), now);
+            channel.head = stored.head;
+            for event in stored.events {
+                let age = Duration::from_millis(unix_now.saturating_sub(event.at_unix_ms));
+                let at = now.checked_sub(age).unwrap_or(now);
+                channel.history.restore(event.serial, event.frame, at, now, self.limits.history);
+            }
+            self.shard(&stored.name).write().insert(Arc::from(stored.name), channel);
+        }
+        self.store = Some(Durable { store, app: Arc::from(app) });
+        self
+    }
+
+    /// A new channel state, with a new epoch, recorded in the store.
+    fn create(&self, name: &str, now: Instant) -> Channel {
+        let channel = Channel::new(new_epoch(), now);
+        if let Some(durable) = &self.store {
+            let change = HistoryChange::Created {
+                app: durable.app.clone(),
+                channel: Arc::from(name),
+                epoch: channel.epoch.clone(),
+            };
+            durable.store.record(change);
+        }
+        channel
+    }
+
+    fn forget(&self, name: &str) {
+        if let Some(durable) = &self.store {
+            durable.store.record(HistoryChange::Removed { app: durable.app.clone(), channel: Arc::from(name) });
+        }
     }
 
     fn shard(&self, name: &str) -> &Shard {
@@ -215,7 +280,7 @@ impl Hub {
         now: Instant,
     ) -> Result<(), JoinRefused> {
         let mut shard = self.shard(channel.as_str()).write();
-        let state = shard.entry(Arc::from(channel.as_str())).or_insert_with(|| Channel::new(now));
+        let state = shard.entry(Arc::from(channel.as_str())).or_insert_with(|| self.create(channel.as_str(), now));
         state.history.expire(now, self.limits.history);
         let socket_id = connection.socket_id;
         if state.subscribers.contains_key(&socket_id) {
@@ -234,6 +299,7 @@ impl Hub {
                 Err(MembersFull) => {
                     if state.is_removable(now, &self.limits) {
                         shard.remove(channel.as_str());
+                        self.forget(channel.as_str());
                     }
                     return Err(JoinRefused::PresenceFull);
                 }
@@ -262,6 +328,7 @@ impl Hub {
             state.touched = now;
             if state.is_removable(now, &self.limits) {
                 shard.remove(channel);
+                self.forget(channel);
             }
         }
     }
@@ -278,12 +345,22 @@ impl Hub {
         now: Instant,
     ) -> u64 {
         let mut shard = self.shard(channel).write();
-        let state = shard.entry(Arc::from(channel)).or_insert_with(|| Channel::new(now));
+        let state = shard.entry(Arc::from(channel)).or_insert_with(|| self.create(channel, now));
         state.head += 1;
         state.touched = now;
         let serial = state.head;
         let frame = encode(serial);
         state.history.push(serial, frame.clone(), now, self.limits.history);
+        if let Some(durable) = &self.store {
+            durable.store.record(HistoryChange::Event {
+                app: durable.app.clone(),
+                channel: Arc::from(channel),
+                serial,
+                frame: frame.clone(),
+                at_unix_ms: unix_ms(),
+                keep: self.limits.history.max_events,
+            });
+        }
         if let Some((event, data)) = cache {
             let expires_at = now + self.limits.cache_ttl;
             state.cache =
@@ -292,6 +369,7 @@ impl Hub {
         state.broadcast(&frame, exclude);
         if state.is_removable(now, &self.limits) {
             shard.remove(channel);
+            self.forget(channel);
         }
         serial
     }
@@ -346,10 +424,21 @@ impl Hub {
     /// Expires history and removes channels that nobody needs any more.
     pub fn sweep(&self, now: Instant) {
         for shard in self.shards.iter() {
-            shard.write().retain(|_, state| {
+            shard.write().retain(|name, state| {
                 state.history.expire(now, self.limits.history);
-                !state.is_removable(now, &self.limits)
+                let keep = !state.is_removable(now, &self.limits);
+                if !keep {
+                    self.forget(name);
+                }
+                keep
             });
+        }
+    }
+
+    /// Writes everything to the store and marks it cleanly stopped.
+    pub fn close(&self) {
+        if let Some(durable) = &self.store {
+            durable.store.close();
         }
     }
 }

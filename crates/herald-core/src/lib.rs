@@ -17,6 +17,7 @@ pub mod publish;
 pub mod rate_limit;
 pub mod registry;
 pub mod session;
+pub mod store;
 pub mod users;
 
 pub use app::{App, AppConfig};
@@ -26,3 +27,4 @@ pub use outbox::Outbox;
 pub use publish::{ChannelInfo, Publish, PublishError, Published};
 pub use registry::{Registry, RegistryError};
 pub use session::{Session, SessionOpenError};
+pub use store::{HistoryChange, HistoryStore, StoreError, StoredChannel, StoredEvent};

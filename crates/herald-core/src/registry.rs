@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::app::{App, AppConfig};
+use crate::store::{HistoryStore, StoreError};
 
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -25,10 +26,17 @@ pub enum RegistryError {
     DuplicateKey(String),
     #[error("app {id:?}: {setting} must be greater than 0")]
     ZeroLimit { id: String, setting: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl Registry {
     pub fn new(apps: Vec<AppConfig>) -> Result<Self, RegistryError> {
+        Self::with_store(apps, None)
+    }
+
+    /// Apps whose channel history is kept in `store` (when given) and resumed from it.
+    pub fn with_store(apps: Vec<AppConfig>, store: Option<Arc<dyn HistoryStore>>) -> Result<Self, RegistryError> {
         let mut registry = Self::default();
         for (index, config) in apps.into_iter().enumerate() {
             validate(index, &config)?;
@@ -38,7 +46,10 @@ impl Registry {
             if registry.by_key.contains_key(&config.key) {
                 return Err(RegistryError::DuplicateKey(config.key));
             }
-            let app = Arc::new(App::new(config));
+            let app = Arc::new(match &store {
+                Some(store) => App::with_store(config, store.clone())?,
+                None => App::new(config),
+            });
             registry.by_id.insert(app.id().to_owned(), app.clone());
             registry.by_key.insert(app.key().to_owned(), app);
         }

@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Where durable state is kept.
     pub data_dir: PathBuf,
+    /// Keep channel history in `data_dir/history.sqlite3`, so that a restart keeps epochs and
+    /// serials and clients resume across it. Off: a restart starts new epochs.
+    pub durable_history: bool,
     /// Seconds of silence after which the server pings a client; announced in
     /// `pusher:connection_established`.
     pub activity_timeout_secs: u64,
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 6001)),
             data_dir: PathBuf::from("./herald-data"),
+            durable_history: false,
             activity_timeout_secs: 120,
             pong_timeout_secs: 30,
             max_queued_bytes: herald_core::outbox::DEFAULT_MAX_QUEUED_BYTES,

@@ -12,8 +12,9 @@ pub mod state;
 pub mod transport;
 
 use std::future::Future;
+use std::sync::Arc;
 
-use herald_core::{Registry, RegistryError};
+use herald_core::{HistoryStore, Registry, RegistryError};
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub enum ServeError {
     NoApps,
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    History(#[from] herald_sqlite::OpenError),
 }
 
 /// How often expired cache entries of unsubscribed channels are dropped.
@@ -47,7 +50,15 @@ pub async fn run(
     if config.apps.is_empty() {
         return Err(ServeError::NoApps);
     }
-    let registry = Registry::new(config.apps)?;
+    let store: Option<Arc<dyn HistoryStore>> = match config.server.durable_history {
+        true => {
+            let path = config.server.data_dir.join("history.sqlite3");
+            tracing::info!(path = %path.display(), "durable history on");
+            Some(Arc::new(herald_sqlite::SqliteHistory::open(&path)?))
+        }
+        false => None,
+    };
+    let registry = Registry::with_store(config.apps, store)?;
     let state = AppState::new(registry, config.server);
     let sweeper = tokio::spawn(sweep(state.clone()));
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
@@ -65,6 +76,9 @@ pub async fn run(
         tracing::warn!(remaining = state.tracker.len(), "shutdown grace period over; exiting with connections open");
     }
     sweeper.abort();
+    for app in state.registry.apps() {
+        app.close();
+    }
     Ok(())
 }
 

@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// Directory for durable state [default: ./herald-data].
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep channel history in DATA_DIR/history.sqlite3 so clients resume across restarts.
+    #[arg(long, env = "HERALD_DURABLE_HISTORY")]
+    pub durable_history: bool,
     /// Seconds of client silence before a ping, announced to clients [default: 120].
     #[arg(long, env = "HERALD_ACTIVITY_TIMEOUT", value_name = "SECS")]
     pub activity_timeout: Option<u64>,

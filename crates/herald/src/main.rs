@@ -113,6 +113,9 @@ fn apply_overrides(server: &mut ServerConfig, args: &ServeArgs) {
     if let Some(dir) = &args.data_dir {
         server.data_dir = dir.clone();
     }
+    if args.durable_history {
+        server.durable_history = true;
+    }
     if let Some(secs) = args.activity_timeout {
         server.activity_timeout_secs = secs;
     }

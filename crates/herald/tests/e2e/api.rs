@@ -96,6 +96,7 @@ async fn channel_queries() {
     let mut b = server.client().await;
     a.subscribe_signed("presence-room", Some(r#"{"user_id":"u1"}"#)).await;
     b.subscribe_signed("presence-room", Some(r#"{"user_id":"u2"}"#)).await;
+    a.expect_event("pusher_internal:member_added").await;
     a.subscribe("public-1").await;
     b.subscribe("cache-last").await;
     server.publish(json!({"name": "e", "channel": "cache-last", "data": "v"})).await;

@@ -48,9 +48,22 @@ impl TestServer {
     }
 
     pub async fn with_args(toml: &str, extra: &[&str]) -> Self {
+        Self::in_dir(&Self::fresh_dir(), toml, extra).await
+    }
+
+    /// A new empty directory for one server's config and data.
+    pub fn fresh_dir() -> PathBuf {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("herald-e2e-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A server whose config and data live in `dir` (kept when the server stops, so that another
+    /// server can start on the same data).
+    pub async fn in_dir(dir: &std::path::Path, toml: &str, extra: &[&str]) -> Self {
+        let dir = dir.to_path_buf();
         let config = dir.join("herald.toml");
         std::fs::write(&config, toml).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
@@ -141,10 +154,29 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Stops the server with SIGTERM and waits for it to exit; keeps its directory.
+    pub async fn stop(mut self) {
+        let pid = self.pid().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "herald exited with {status}");
+        self.dir = PathBuf::new();
+    }
+
+    /// Kills the server with SIGKILL, as a crash would; keeps its directory.
+    pub async fn crash(mut self) {
+        self.child.kill().await.unwrap();
+        self.dir = PathBuf::new();
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
