@@ -94,6 +94,12 @@ impl Outbox {
         }
     }
 
+    /// Passes a wake-up on: a reader that stops waiting without handling one calls this so that
+    /// the next reader is not left asleep.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Waits until something was pushed or a close was requested since the last wait.
     pub async fn ready(&self) {
         self.notify.notified().await;

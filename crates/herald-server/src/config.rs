@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub max_request_body_bytes: usize,
     /// HTTP connections (not yet upgraded to WebSocket) served at once; more are refused.
     pub max_http_connections: usize,
+    /// An HTTP-fallback (xhr_streaming/xhr_polling) session with no receive request for this long
+    /// is closed: pusher-js sends nothing when it leaves over HTTP.
+    pub http_session_timeout_secs: u64,
     /// On SIGTERM, connections are told to reconnect (4200) at most this many per second.
     pub shutdown_close_rate: u32,
     /// On SIGTERM, how long to wait for connections to finish before exiting.
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             max_queued_bytes: herald_core::outbox::DEFAULT_MAX_QUEUED_BYTES,
             max_request_body_bytes: 1 << 20,
             max_http_connections: 10_000,
+            http_session_timeout_secs: 10,
             shutdown_close_rate: 2000,
             shutdown_grace_secs: 10,
         }
@@ -97,6 +101,7 @@ impl Config {
             ("server.max_queued_bytes", server.max_queued_bytes),
             ("server.max_request_body_bytes", server.max_request_body_bytes),
             ("server.max_http_connections", server.max_http_connections),
+            ("server.http_session_timeout_secs", server.http_session_timeout_secs as usize),
             ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
         ];
         match nonzero.iter().find(|(_, v)| *v == 0) {

@@ -38,6 +38,8 @@ pub enum ServeError {
 
 /// How often expired cache entries of unsubscribed channels are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often idle HTTP fallback sessions are looked for.
+const HTTP_SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves `config` on `listener` until `shutdown` completes, then closes every connection with
 /// 4200 (paced) and waits up to `shutdown_grace_secs` for them to finish.
@@ -63,10 +65,12 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(state.clone()));
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
     let token = state.shutdown.clone();
+    let http_sessions = state.http_sessions.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: closing connections with 4200");
         token.cancel();
+        http_sessions.close_all();
     });
     let app = router::router(state.clone());
     let max_http = state.settings.max_http_connections;
@@ -83,12 +87,17 @@ pub async fn run(
 }
 
 async fn sweep(state: AppState) {
-    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    let mut interval = tokio::time::interval(HTTP_SESSION_SWEEP_INTERVAL);
+    let mut last_channel_sweep = Instant::now();
     loop {
         interval.tick().await;
         let now = Instant::now();
-        for app in state.registry.apps() {
-            app.sweep(now);
+        state.http_sessions.sweep(now, Duration::from_secs(state.settings.http_session_timeout_secs));
+        if now.saturating_duration_since(last_channel_sweep) >= SWEEP_INTERVAL {
+            last_channel_sweep = now;
+            for app in state.registry.apps() {
+                app.sweep(now);
+            }
         }
     }
 }

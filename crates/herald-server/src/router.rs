@@ -6,12 +6,16 @@ use axum::routing::{get, post};
 
 use crate::api::{channels, events, history, users};
 use crate::state::AppState;
-use crate::transport::websocket;
+use crate::transport::{http_fallback, websocket};
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_request_body_bytes;
     Router::new()
         .route("/app/{key}", get(websocket::upgrade))
+        .route(
+            "/pusher/app/{key}/{server}/{session}/{kind}",
+            post(http_fallback::handle).options(http_fallback::preflight),
+        )
         .route("/apps/{app_id}/events", post(events::publish))
         .route("/apps/{app_id}/batch_events", post(events::publish_batch))
         .route("/apps/{app_id}/channels", get(channels::list))

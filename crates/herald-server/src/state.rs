@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::transport::http_fallback::HttpSessions;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -20,6 +21,8 @@ pub struct AppState {
     /// Tracks connection tasks so that shutdown can wait for them.
     pub tracker: TaskTracker,
     pub close_pacer: Arc<ClosePacer>,
+    /// pusher-js HTTP fallback sessions.
+    pub http_sessions: Arc<HttpSessions>,
 }
 
 impl AppState {
@@ -31,6 +34,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             close_pacer,
+            http_sessions: Arc::default(),
         }
     }
 

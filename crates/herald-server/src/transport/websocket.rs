@@ -57,7 +57,7 @@ async fn accept(state: AppState, mut socket: WebSocket, key: String, query: Hash
     }
 }
 
-fn open_session(state: &AppState, key: &str, protocol: Option<&str>) -> Result<Session, CloseCode> {
+pub(crate) fn open_session(state: &AppState, key: &str, protocol: Option<&str>) -> Result<Session, CloseCode> {
     check_protocol(protocol)?;
     let Some(app) = state.registry.by_key(key).cloned() else {
         tracing::info!("connection refused: unknown app key");

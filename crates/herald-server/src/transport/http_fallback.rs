@@ -1,0 +1,312 @@
+//! pusher-js's HTTP fallback transports, `xhr_streaming` and `xhr_polling`, for clients behind
+//! proxies that break WebSockets.
+//!
+//! pusher-js names a session in the URL (`/pusher/app/{key}/{server}/{session}/...`) and speaks a
+//! SockJS-like framing, one frame per line: `o` (open), `a["msg",...]` (messages, each a Pusher
+//! frame as a JSON string), `h` (heartbeat), `c[code,"reason"]` (close). A receive request
+//! (`xhr_streaming`: a response that stays open; `xhr`: one long poll per request) carries frames to
+//! the client; `xhr_send` carries a JSON array of frames from it. Each session is an ordinary
+//! [`Session`] with its outbox, so an HTTP client is a full client: private and presence channels,
+//! client events, sign-in, resume. `o` is sent once per session; a later receive request for the
+//! same session (a re-poll, or a stream pusher-js reopened after 256 KiB) just continues. pusher-js
+//! says nothing when it goes away over HTTP, so a session with no receive request for
+//! `http_session_timeout_secs` is closed (presence members leave then).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_core::outbox::Drained;
+use herald_core::{Connection, Session};
+use herald_protocol::{CloseCode, server_frame};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+
+use crate::state::AppState;
+
+/// A long poll with nothing to say answers `h` after this long.
+const POLL_HOLD: Duration = Duration::from_secs(20);
+/// A stream with nothing to say sends `h` this often.
+const STREAM_HEARTBEAT: Duration = Duration::from_secs(25);
+/// Frames one `xhr_send` may carry.
+const MAX_FRAMES_PER_SEND: usize = 100;
+
+/// Every HTTP session of this node, by app key and the session id from the URL.
+#[derive(Debug, Default)]
+pub struct HttpSessions {
+    sessions: Mutex<HashMap<(String, String), Arc<HttpSession>>>,
+}
+
+#[derive(Debug)]
+struct HttpSession {
+    session: Mutex<Session>,
+    connection: Arc<Connection>,
+    /// `o` was sent.
+    opened: AtomicBool,
+    /// Bumped by each receive request; an older request that sees a newer number steps aside.
+    generation: AtomicU64,
+    receivers: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+/// The kind of request in the URL's last segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Streaming,
+    Polling,
+    Send,
+}
+
+impl HttpSessions {
+    fn get(&self, key: &str, id: &str) -> Option<Arc<HttpSession>> {
+        self.sessions.lock().get(&(key.to_owned(), id.to_owned())).cloned()
+    }
+
+    fn remove(&self, key: &str, id: &str) {
+        self.sessions.lock().remove(&(key.to_owned(), id.to_owned()));
+    }
+
+    /// Closes sessions nobody has polled for `idle_timeout`, and those past their auth deadline.
+    pub fn sweep(&self, now: Instant, idle_timeout: Duration) {
+        let mut sessions = self.sessions.lock();
+        sessions.retain(|_, http| {
+            let idle = http.receivers.load(Ordering::Acquire) == 0
+                && now.saturating_duration_since(*http.idle_since.lock()) >= idle_timeout;
+            if !idle {
+                let session = http.session.lock();
+                if session.auth_deadline().is_some_and(|d| d <= now) && !session.is_authorized() {
+                    let code = CloseCode::Unauthorized;
+                    let message = "sign in or subscribe to a private channel sooner";
+                    http.connection.outbox.push(server_frame::error(code.code(), message));
+                    http.connection.outbox.close(code);
+                }
+            }
+            !idle
+        });
+    }
+
+    /// Asks every session to reconnect elsewhere (server shutting down).
+    pub fn close_all(&self) {
+        for http in self.sessions.lock().values() {
+            let code = CloseCode::Reconnect;
+            http.connection.outbox.push(server_frame::error(code.code(), code.reason()));
+            http.connection.outbox.close(code);
+        }
+    }
+}
+
+/// `POST /pusher/app/{key}/{server}/{session}/{kind}`
+pub async fn handle(
+    State(state): State<AppState>,
+    Path((key, server, session, kind)): Path<(String, String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = match kind.as_str() {
+        "xhr_streaming" => Kind::Streaming,
+        "xhr" => Kind::Polling,
+        "xhr_send" => Kind::Send,
+        _ => return with_cors(StatusCode::NOT_FOUND.into_response(), &headers),
+    };
+    if !valid_session_part(&server) || !valid_session_part(&session) {
+        return with_cors((StatusCode::BAD_REQUEST, "invalid session id\n").into_response(), &headers);
+    }
+    let id = format!("{server}/{session}");
+    let response = match kind {
+        Kind::Send => send(&state, &key, &id, &body),
+        Kind::Streaming | Kind::Polling => receive(&state, &key, &id, kind, query.get("protocol")).await,
+    };
+    with_cors(response, &headers)
+}
+
+/// `OPTIONS` for the same paths: pusher-js sends `Content-Type: application/json`, which makes
+/// browsers ask first when the page is on another origin.
+pub async fn preflight(headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    with_cors(response, &headers)
+}
+
+fn with_cors(mut response: Response, request: &HeaderMap) -> Response {
+    let origin = request.get(header::ORIGIN).cloned().unwrap_or(HeaderValue::from_static("*"));
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    response
+}
+
+/// pusher-js makes these from digits and base-32 letters; anything else is refused.
+fn valid_session_part(part: &str) -> bool {
+    !part.is_empty() && part.len() <= 32 && part.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn send(state: &AppState, key: &str, id: &str, body: &[u8]) -> Response {
+    let Some(http) = state.http_sessions.get(key, id) else {
+        return (StatusCode::NOT_FOUND, "unknown session\n").into_response();
+    };
+    let Ok(frames) = serde_json::from_slice::<Vec<String>>(body) else {
+        return (StatusCode::BAD_REQUEST, "expected a JSON array of strings\n").into_response();
+    };
+    if frames.len() > MAX_FRAMES_PER_SEND {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "too many frames in one request\n").into_response();
+    }
+    let now = Instant::now();
+    let mut session = http.session.lock();
+    for frame in &frames {
+        session.handle_text(frame, now);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn receive(state: &AppState, key: &str, id: &str, kind: Kind, protocol: Option<&String>) -> Response {
+    let http = match state.http_sessions.get(key, id) {
+        Some(http) => http,
+        None => match open(state, key, id, protocol.map(String::as_str)) {
+            Ok(http) => http,
+            Err(code) => return text_response(close_line(code.code(), code.reason())),
+        },
+    };
+    let generation = http.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    http.connection.outbox.wake();
+    let first = !http.opened.swap(true, Ordering::AcqRel);
+    match kind {
+        Kind::Polling if first => text_response("o\n".to_owned()),
+        Kind::Polling => {
+            let _guard = ReceiverGuard::new(&http);
+            let body = poll(state, key, id, &http, generation).await;
+            text_response(body)
+        }
+        _ => stream(state.clone(), key.to_owned(), id.to_owned(), http, generation, first),
+    }
+}
+
+fn open(state: &AppState, key: &str, id: &str, protocol: Option<&str>) -> Result<Arc<HttpSession>, CloseCode> {
+    let session = super::websocket::open_session(state, key, protocol)?;
+    let connection = session.connection().clone();
+    let http = Arc::new(HttpSession {
+        session: Mutex::new(session),
+        connection,
+        opened: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
+        receivers: AtomicUsize::new(0),
+        idle_since: Mutex::new(Instant::now()),
+    });
+    state.http_sessions.sessions.lock().insert((key.to_owned(), id.to_owned()), http.clone());
+    Ok(http)
+}
+
+/// Counts a receive request while it lives, and notes when the session became idle.
+struct ReceiverGuard(Arc<HttpSession>);
+
+impl ReceiverGuard {
+    fn new(http: &Arc<HttpSession>) -> Self {
+        http.receivers.fetch_add(1, Ordering::AcqRel);
+        Self(http.clone())
+    }
+}
+
+impl Drop for ReceiverGuard {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock() = Instant::now();
+        self.0.receivers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one drain of the outbox produced, as lines of the framing.
+fn drain_lines(http: &HttpSession) -> (String, Option<CloseCode>) {
+    let mut frames = Vec::new();
+    let drained = http.connection.outbox.drain(&mut frames);
+    let mut lines = String::new();
+    if !frames.is_empty() {
+        let texts: Vec<&str> = frames.iter().filter_map(|f| std::str::from_utf8(f).ok()).collect();
+        lines.push('a');
+        lines.push_str(&serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into()));
+        lines.push('\n');
+    }
+    match drained {
+        Drained::Open => (lines, None),
+        Drained::Close(code) => {
+            lines.push_str(&close_line(code.code(), code.reason()));
+            (lines, Some(code))
+        }
+    }
+}
+
+fn close_line(code: u16, reason: &str) -> String {
+    format!("c{}\n", serde_json::json!([code, reason]))
+}
+
+fn text_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+/// One long poll: whatever is queued now, or the next frames, or a heartbeat after [`POLL_HOLD`].
+async fn poll(state: &AppState, key: &str, id: &str, http: &Arc<HttpSession>, generation: u64) -> String {
+    let deadline = Instant::now() + POLL_HOLD;
+    loop {
+        let (lines, close) = drain_lines(http);
+        if close.is_some() {
+            state.http_sessions.remove(key, id);
+        }
+        if !lines.is_empty() {
+            return lines;
+        }
+        if http.generation.load(Ordering::Acquire) != generation {
+            http.connection.outbox.wake();
+            return "h\n".into();
+        }
+        tokio::select! {
+            () = http.connection.outbox.ready() => {}
+            () = tokio::time::sleep_until(deadline) => return "h\n".into(),
+        }
+    }
+}
+
+/// A streaming response: `o` (first time), then frames as they come, heartbeats while idle.
+fn stream(state: AppState, key: String, id: String, http: Arc<HttpSession>, generation: u64, first: bool) -> Response {
+    let (lines, receiver) = mpsc::channel::<Result<Bytes, Infallible>>(16);
+    tokio::spawn(async move {
+        let guard = ReceiverGuard::new(&http);
+        if first && lines.send(Ok(Bytes::from_static(b"o\n"))).await.is_err() {
+            return;
+        }
+        loop {
+            let (text, close) = drain_lines(&guard.0);
+            if close.is_some() {
+                state.http_sessions.remove(&key, &id);
+            }
+            if !text.is_empty() && lines.send(Ok(Bytes::from(text))).await.is_err() {
+                return;
+            }
+            if close.is_some() {
+                return;
+            }
+            if guard.0.generation.load(Ordering::Acquire) != generation {
+                guard.0.connection.outbox.wake();
+                return;
+            }
+            tokio::select! {
+                () = guard.0.connection.outbox.ready() => {}
+                () = tokio::time::sleep(STREAM_HEARTBEAT) => {
+                    if lines.send(Ok(Bytes::from_static(b"h\n"))).await.is_err() {
+                        return;
+                    }
+                }
+                () = lines.closed() => return,
+            }
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    }));
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+}
