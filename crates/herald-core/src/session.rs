@@ -12,7 +12,7 @@ use std::sync::Arc;
 use herald_protocol::client_message::{ClientEvent, Signin, Subscribe};
 use herald_protocol::server_frame::{self, SubscriptionErrorKind};
 use herald_protocol::signature::{channel_auth_message, signin_message, verify_auth};
-use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData};
+use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData, Resume};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::time::{Duration, Instant};
@@ -67,6 +67,15 @@ impl SessionOpenError {
             Self::OverQuota => CloseCode::OverConnectionQuota,
         }
     }
+}
+
+/// How a subscription was authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Authorization {
+    /// The client's `auth` signature over its socket id (Pusher's way).
+    Signature,
+    /// The transport checked a token first (SSE).
+    Preauthorized,
 }
 
 /// A subscription refused, with what pusher-js should be told.
@@ -168,15 +177,32 @@ impl Session {
         self.connection.outbox.close(code);
     }
 
+    /// Subscribes to a channel the caller has already authorized by other means (the SSE route's
+    /// signed token): no channel signature is checked. Presence channels still need member data,
+    /// so they are refused here. The answer is queued like any subscription's.
+    pub fn subscribe_preauthorized(&mut self, channel: &str, resume: Option<Resume>, now: Instant) {
+        let subscribe = Subscribe { channel: channel.to_owned(), auth: None, channel_data: None, resume };
+        self.subscribe_with(subscribe, Authorization::Preauthorized, now);
+    }
+
     fn subscribe(&mut self, subscribe: Subscribe, now: Instant) {
-        if let Err(refusal) = self.try_subscribe(&subscribe, now) {
+        self.subscribe_with(subscribe, Authorization::Signature, now);
+    }
+
+    fn subscribe_with(&mut self, subscribe: Subscribe, authorization: Authorization, now: Instant) {
+        if let Err(refusal) = self.try_subscribe(&subscribe, authorization, now) {
             tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), "subscription refused: {}", refusal.message);
             let frame = server_frame::subscription_error(&subscribe.channel, refusal.kind, &refusal.message);
             self.connection.outbox.push(frame);
         }
     }
 
-    fn try_subscribe(&mut self, subscribe: &Subscribe, now: Instant) -> Result<(), Refusal> {
+    fn try_subscribe(
+        &mut self,
+        subscribe: &Subscribe,
+        authorization: Authorization,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         let config = &self.app.config;
         let channel = ChannelName::parse(&subscribe.channel, config.max_channel_name_len)
             .map_err(|e| Refusal::new(SubscriptionErrorKind::InvalidChannel, e.to_string()))?;
@@ -191,7 +217,7 @@ impl Session {
         if channel.kind() == ChannelKind::ServerToUser && !self.is_signed_in_as(channel.user_id()) {
             return Err(Refusal::new(SubscriptionErrorKind::Auth, "sign in as this user to subscribe to its stream"));
         }
-        if channel.kind().requires_auth() {
+        if channel.kind().requires_auth() && authorization == Authorization::Signature {
             let message =
                 channel_auth_message(self.connection.socket_id, channel.as_str(), subscribe.channel_data.as_deref());
             verify_auth(self.app.key(), self.app.secret(), message.as_bytes(), subscribe.auth.as_deref())

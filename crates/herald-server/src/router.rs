@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 
 use crate::api::{channels, events, history, users};
 use crate::state::AppState;
-use crate::transport::{http_fallback, websocket};
+use crate::transport::{http_fallback, sse, websocket};
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_request_body_bytes;
@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
         .route("/apps/{app_id}/channels/{channel}/history", get(history::history))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
+        .route("/sse/{key}", get(sse::handle))
         .route("/up", get(|| async { "OK\n" }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

@@ -6,5 +6,6 @@ mod channels;
 mod fixtures;
 mod limits;
 mod recovery;
+mod sse;
 mod support;
 mod users;
