@@ -5,7 +5,8 @@
 //! SockJS-like framing, one frame per line: `o` (open), `a["msg",...]` (messages, each a Pusher
 //! frame as a JSON string), `h` (heartbeat), `c[code,"reason"]` (close). A receive request
 //! (`xhr_streaming`: a response that stays open; `xhr`: one long poll per request) carries frames to
-//! the client; `xhr_send` carries a JSON array of frames from it. Each session is an ordinary
+//! the client (a stream starts with a 2 KiB `h` line: browsers hold back the first bytes of a
+//! streaming response before reporting any); `xhr_send` carries a JSON array of frames from it. Each session is an ordinary
 //! [`Session`] with its outbox, so an HTTP client is a full client: private and presence channels,
 //! client events, sign-in, resume. `o` is sent once per session; a later receive request for the
 //! same session (a re-poll, or a stream pusher-js reopened after 256 KiB) just continues. pusher-js
@@ -34,6 +35,9 @@ use crate::state::AppState;
 const POLL_HOLD: Duration = Duration::from_secs(20);
 /// A stream with nothing to say sends `h` this often.
 const STREAM_HEARTBEAT: Duration = Duration::from_secs(25);
+/// Browsers hold back the first bytes of a streaming XHR response (content sniffing) before they
+/// report progress; a 2 KiB line of `h` (a heartbeat to pusher-js) gets past that at once.
+const STREAM_PRELUDE_LEN: usize = 2048;
 /// Frames one `xhr_send` may carry.
 const MAX_FRAMES_PER_SEND: usize = 100;
 
@@ -246,7 +250,12 @@ fn close_line(code: u16, reason: &str) -> String {
 }
 
 fn text_response(body: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+    let headers = [
+        (header::CONTENT_TYPE, "application/javascript; charset=UTF-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    (headers, body).into_response()
 }
 
 /// One long poll: whatever is queued now, or the next frames, or a heartbeat after [`POLL_HOLD`].
@@ -276,7 +285,12 @@ fn stream(state: AppState, key: String, id: String, http: Arc<HttpSession>, gene
     let (lines, receiver) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let guard = ReceiverGuard::new(&http);
-        if first && lines.send(Ok(Bytes::from_static(b"o\n"))).await.is_err() {
+        let mut prelude = "h".repeat(STREAM_PRELUDE_LEN);
+        prelude.push('\n');
+        if first {
+            prelude.push_str("o\n");
+        }
+        if lines.send(Ok(Bytes::from(prelude))).await.is_err() {
             return;
         }
         loop {
