@@ -41,7 +41,7 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                app.publish(&publish, Instant::now());
+                app.publish(&publish, Instant::now()).unwrap();
                 drain(&subscribers);
             });
         });

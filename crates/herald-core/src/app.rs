@@ -19,6 +19,8 @@ use crate::users::Users;
 
 /// Idempotency keys remembered per app at most (oldest forgotten first).
 const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+/// Client-event idempotency keys remembered per app at most.
+const MAX_CLIENT_IDEMPOTENCY_KEYS: usize = 10_000;
 
 /// Per-app settings, as read from `[[apps]]` in the config file or `--app ID:KEY:SECRET`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -109,7 +111,10 @@ pub struct App {
     pub config: AppConfig,
     pub(crate) hub: Hub,
     pub(crate) users: Users,
+    /// Keys of backend publishes.
     pub(crate) idempotency: Idempotency,
+    /// Keys of client events: their own table, so clients cannot evict backend keys.
+    pub(crate) client_idempotency: Idempotency,
     connections: AtomicUsize,
 }
 
@@ -131,8 +136,10 @@ impl App {
             history: config.history_limits(),
             cache_ttl: Duration::from_secs(config.cache_ttl_secs),
         }));
-        let idempotency = Idempotency::new(Duration::from_secs(config.idempotency_window_secs), MAX_IDEMPOTENCY_KEYS);
-        Self { config, hub, users: Users::default(), idempotency, connections: AtomicUsize::new(0) }
+        let window = Duration::from_secs(config.idempotency_window_secs);
+        let idempotency = Idempotency::new(window, MAX_IDEMPOTENCY_KEYS);
+        let client_idempotency = Idempotency::new(window, MAX_CLIENT_IDEMPOTENCY_KEYS);
+        Self { config, hub, users: Users::default(), idempotency, client_idempotency, connections: AtomicUsize::new(0) }
     }
 
     pub fn id(&self) -> &str {

@@ -84,16 +84,26 @@ impl History {
             return Some(self.entries.range(self.entries.len()..));
         }
         let first = self.entries.front()?.serial;
-        if first > after + 1 {
+        let next = after.checked_add(1)?;
+        if first > next {
             return None;
         }
-        let skip = (after + 1 - first) as usize;
-        Some(self.entries.range(skip..))
+        // Entries are contiguous by construction; check it anyway, so that a history restored
+        // from a damaged store can never produce a replay with a hole in it.
+        let skip = self.entries.binary_search_by_key(&next, |e| e.serial).ok()?;
+        let ends_right = self.entries.back().is_some_and(|e| e.serial == head);
+        let contiguous = self.entries.len() - skip == usize::try_from(head - after).ok()?;
+        (ends_right && contiguous).then(|| self.entries.range(skip..))
+    }
+
+    /// Bytes a replay of every event after `after` would queue.
+    pub fn replay_bytes(&self, after: u64) -> usize {
+        self.entries.iter().filter(|e| e.serial > after).map(|e| e.frame.len()).sum()
     }
 
     /// Up to `limit` events after `after`, and whether some were already gone.
     pub fn page(&self, after: u64, limit: usize) -> (Vec<&Entry>, bool) {
-        let truncated = self.entries.front().is_some_and(|e| e.serial > after + 1);
+        let truncated = self.entries.front().is_some_and(|e| e.serial > after.saturating_add(1));
         let events = self.entries.iter().filter(|e| e.serial > after).take(limit).collect();
         (events, truncated)
     }
@@ -121,6 +131,13 @@ mod tests {
         assert_eq!(serials(&history, 5, 5), Some(vec![]));
         assert_eq!(serials(&history, 1, 5), None, "event 2 fell out of history");
         assert_eq!(serials(&history, 6, 5), None, "a serial from the future");
+        assert_eq!(serials(&history, u64::MAX, 5), None);
+        let mut holed = History::default();
+        for serial in [1, 2, 4, 5] {
+            holed.push(serial, Bytes::new(), now, HistoryLimits { max_events: 10, ..LIMITS });
+        }
+        assert_eq!(serials(&holed, 1, 5), None, "a hole (serial 3) is never replayed as complete");
+        assert_eq!(serials(&holed, 3, 5), Some(vec![4, 5]));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use herald_protocol::server_frame::{self, Position};
@@ -27,6 +28,11 @@ use crate::presence::{MemberJoin, Members, MembersFull};
 use crate::store::{HistoryChange, HistoryStore, StoredChannel};
 
 const SHARDS: usize = 16;
+/// Channels that never had an event, with no subscriber left, kept so that a client that saw
+/// nothing can still resume from its position. Past this many per app, such a channel is dropped
+/// at once (a client resuming it is then told `recovered: false`), so subscribe/unsubscribe churn
+/// cannot grow memory.
+const MAX_RETAINED_EMPTY: usize = 10_000;
 
 /// One shard: channel name → channel state.
 type Shard = RwLock<HashMap<Arc<str>, Channel>>;
@@ -46,6 +52,8 @@ pub(crate) struct Hub {
     limits: HubLimits,
     /// Where channel state is kept across restarts, if anywhere.
     store: Option<Durable>,
+    /// Channels kept with no event and no subscriber (see [`MAX_RETAINED_EMPTY`]).
+    retained_empty: AtomicUsize,
 }
 
 /// A store and the app id its records are filed under.
@@ -67,6 +75,8 @@ struct Channel {
     cache: Option<CachedEvent>,
     /// Last publish, or when the last subscriber left.
     touched: Instant,
+    /// Counted in `Hub::retained_empty`.
+    retained_empty: bool,
 }
 
 #[derive(Debug)]
@@ -137,6 +147,7 @@ impl Channel {
             history: History::default(),
             cache: None,
             touched: now,
+            retained_empty: false,
         }
     }
 
@@ -175,9 +186,14 @@ impl Channel {
         presence: Option<&str>,
         now: Instant,
     ) {
-        let recovered = join
-            .resume
-            .map(|resume| *resume.epoch == *self.epoch && self.history.after(resume.serial, self.head).is_some());
+        // A replay must fit in the joiner's queue with room to spare, or it would be closed (4100)
+        // on every retry; then the honest answer is "refetch".
+        let budget = connection.outbox.max_bytes() / 2;
+        let recovered = join.resume.map(|resume| {
+            *resume.epoch == *self.epoch
+                && self.history.after(resume.serial, self.head).is_some()
+                && self.history.replay_bytes(resume.serial) <= budget
+        });
         let frame = match join.confirmation {
             Confirmation::SubscriptionSucceeded => {
                 server_frame::subscription_succeeded(name.as_str(), presence, self.position(), recovered)
@@ -216,6 +232,7 @@ impl Hub {
             hasher: RandomState::new(),
             limits,
             store: None,
+            retained_empty: AtomicUsize::new(0),
         }
     }
 
@@ -259,6 +276,27 @@ impl Hub {
         channel
     }
 
+    /// Stops counting `state` as a retained empty channel (it got a subscriber or an event, or is
+    /// being removed).
+    fn release_empty(&self, state: &mut Channel) {
+        if std::mem::take(&mut state.retained_empty) {
+            self.retained_empty.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an empty channel that just lost its last subscriber may be kept; counts it if so.
+    fn retain_empty(&self, state: &mut Channel) -> bool {
+        if state.head > 0 || state.retained_empty {
+            return true;
+        }
+        let kept = self
+            .retained_empty
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_RETAINED_EMPTY).then_some(n + 1))
+            .is_ok();
+        state.retained_empty = kept;
+        kept
+    }
+
     fn forget(&self, name: &str) {
         if let Some(durable) = &self.store {
             durable.store.record(HistoryChange::Removed { app: durable.app.clone(), channel: Arc::from(name) });
@@ -298,6 +336,7 @@ impl Hub {
                 Ok(false) => {}
                 Err(MembersFull) => {
                     if state.is_removable(now, &self.limits) {
+                        self.release_empty(state);
                         shard.remove(channel.as_str());
                         self.forget(channel.as_str());
                     }
@@ -308,6 +347,7 @@ impl Hub {
         let presence = join.member.map(|_| server_frame::presence_data(state.members.iter()));
         state.confirm(channel, connection, join, presence.as_deref(), now);
         let user_id = join.member.map(|m| m.user_id.clone());
+        self.release_empty(state);
         state.subscribers.insert(socket_id, Subscriber { connection: connection.clone(), user_id });
         Ok(())
     }
@@ -326,7 +366,8 @@ impl Hub {
         }
         if state.subscribers.is_empty() {
             state.touched = now;
-            if state.is_removable(now, &self.limits) {
+            if state.is_removable(now, &self.limits) || !self.retain_empty(state) {
+                self.release_empty(state);
                 shard.remove(channel);
                 self.forget(channel);
             }
@@ -348,6 +389,7 @@ impl Hub {
         let state = shard.entry(Arc::from(channel)).or_insert_with(|| self.create(channel, now));
         state.head += 1;
         state.touched = now;
+        self.release_empty(state);
         let serial = state.head;
         let frame = encode(serial);
         state.history.push(serial, frame.clone(), now, self.limits.history);
@@ -368,6 +410,7 @@ impl Hub {
         }
         state.broadcast(&frame, exclude);
         if state.is_removable(now, &self.limits) {
+            self.release_empty(state);
             shard.remove(channel);
             self.forget(channel);
         }
@@ -428,6 +471,7 @@ impl Hub {
                 state.history.expire(now, self.limits.history);
                 let keep = !state.is_removable(now, &self.limits);
                 if !keep {
+                    self.release_empty(state);
                     self.forget(name);
                 }
                 keep

@@ -24,8 +24,22 @@ pub(crate) struct Idempotency {
 
 #[derive(Debug, Default)]
 struct Inner {
-    serials: HashMap<Box<str>, Arc<[u64]>>,
+    seen: HashMap<Box<str>, Remembered>,
     order: VecDeque<(Instant, Box<str>)>,
+}
+
+/// What was published under a key (its channels), and the serials it took.
+type Remembered = (Box<str>, Arc<[u64]>);
+
+/// What a keyed publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// First use of the key: delivered.
+    Delivered(Arc<[u64]>),
+    /// The same publish again: not delivered; the first serials.
+    Repeated(Arc<[u64]>),
+    /// The key was used for a different publish (other channels): refused.
+    Conflict,
 }
 
 impl Idempotency {
@@ -33,32 +47,32 @@ impl Idempotency {
         Self { inner: Mutex::default(), window, max_keys }
     }
 
-    /// Runs `deliver` unless `key` was used within the window. Returns the serials (of the first
-    /// delivery when repeated) and whether this was a repeat.
-    pub fn run(&self, key: &str, now: Instant, deliver: impl FnOnce() -> Vec<u64>) -> (Arc<[u64]>, bool) {
+    /// Runs `deliver` unless `key` was used within the window. `target` names what is published
+    /// (its channels); a key reused for another target is a conflict, not a repeat.
+    pub fn run(&self, key: &str, target: &str, now: Instant, deliver: impl FnOnce() -> Vec<u64>) -> Outcome {
         let mut inner = self.inner.lock();
         self.forget_expired(&mut inner, now);
-        if let Some(serials) = inner.serials.get(key) {
-            return (serials.clone(), true);
+        if let Some((first_target, serials)) = inner.seen.get(key) {
+            return if **first_target == *target { Outcome::Repeated(serials.clone()) } else { Outcome::Conflict };
         }
         let serials: Arc<[u64]> = deliver().into();
         if self.window.is_zero() {
-            return (serials, false);
+            return Outcome::Delivered(serials);
         }
         while inner.order.len() >= self.max_keys {
             if let Some((_, oldest)) = inner.order.pop_front() {
-                inner.serials.remove(&oldest);
+                inner.seen.remove(&oldest);
             }
         }
-        inner.serials.insert(key.into(), serials.clone());
+        inner.seen.insert(key.into(), (target.into(), serials.clone()));
         inner.order.push_back((now, key.into()));
-        (serials, false)
+        Outcome::Delivered(serials)
     }
 
     fn forget_expired(&self, inner: &mut Inner, now: Instant) {
         while inner.order.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) >= self.window) {
             if let Some((_, key)) = inner.order.pop_front() {
-                inner.serials.remove(&key);
+                inner.seen.remove(&key);
             }
         }
     }
@@ -74,15 +88,16 @@ mod tests {
         let now = Instant::now();
         let mut deliveries = 0;
         for _ in 0..3 {
-            let (serials, _) = keys.run("k", now, || {
+            let outcome = keys.run("k", "c", now, || {
                 deliveries += 1;
                 vec![7]
             });
-            assert_eq!(&*serials, &[7]);
+            assert!(matches!(outcome, Outcome::Delivered(s) | Outcome::Repeated(s) if *s == [7]));
         }
         assert_eq!(deliveries, 1);
-        let (_, repeat) = keys.run("k", now + Duration::from_secs(300), || vec![8]);
-        assert!(!repeat, "the window is over");
+        assert_eq!(keys.run("k", "other", now, || vec![9]), Outcome::Conflict, "a key names one publish");
+        let later = keys.run("k", "c", now + Duration::from_secs(300), || vec![8]);
+        assert_eq!(later, Outcome::Delivered(Arc::from([8])), "the window is over");
     }
 
     #[test]
@@ -90,9 +105,9 @@ mod tests {
         let keys = Idempotency::new(Duration::from_secs(300), 2);
         let now = Instant::now();
         for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
-            keys.run(key, now, || vec![i as u64]);
+            keys.run(key, "t", now, || vec![i as u64]);
         }
-        assert!(!keys.run("a", now, || vec![9]).1, "oldest key forgotten first");
-        assert!(keys.run("c", now, || vec![9]).1);
+        assert!(matches!(keys.run("a", "t", now, || vec![9]), Outcome::Delivered(_)), "oldest key forgotten first");
+        assert!(matches!(keys.run("c", "t", now, || vec![9]), Outcome::Repeated(_)));
     }
 }

@@ -76,6 +76,11 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// The byte budget of this queue.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

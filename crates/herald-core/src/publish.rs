@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::hub::{CachedEvent, ChannelCounts, HistoryPage};
-use crate::idempotency::MAX_KEY_LEN;
+use crate::idempotency::{MAX_KEY_LEN, Outcome};
 
 /// One event to publish to one or more channels.
 #[derive(Debug)]
@@ -51,6 +51,8 @@ pub enum PublishError {
     TooManyChannels { max: usize },
     #[error("idempotency_key must be 1 to {MAX_KEY_LEN} characters")]
     InvalidIdempotencyKey,
+    #[error("idempotency_key was already used for a publish to other channels")]
+    IdempotencyConflict,
 }
 
 /// What the HTTP API reports about one channel.
@@ -88,15 +90,19 @@ impl App {
         Ok(())
     }
 
-    /// Delivers an already checked publish.
-    pub fn publish(&self, publish: &Publish<'_>, now: Instant) -> Published {
-        let deliver = || publish.channels.iter().map(|channel| self.publish_one(channel, publish, now)).collect();
-        match publish.idempotency_key {
-            Some(key) => {
-                let (serials, repeated) = self.idempotency.run(&format!("api\0{key}"), now, deliver);
-                Published { serials, repeated }
-            }
-            None => Published { serials: deliver().into(), repeated: false },
+    /// Delivers an already checked publish. Fails only when its idempotency key was used for a
+    /// publish to other channels.
+    pub fn publish(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
+        let deliver =
+            || -> Vec<u64> { publish.channels.iter().map(|channel| self.publish_one(channel, publish, now)).collect() };
+        let Some(key) = publish.idempotency_key else {
+            return Ok(Published { serials: deliver().into(), repeated: false });
+        };
+        let target: Vec<&str> = publish.channels.iter().map(ChannelName::as_str).collect();
+        match self.idempotency.run(key, &target.join(","), now, deliver) {
+            Outcome::Delivered(serials) => Ok(Published { serials, repeated: false }),
+            Outcome::Repeated(serials) => Ok(Published { serials, repeated: true }),
+            Outcome::Conflict => Err(PublishError::IdempotencyConflict),
         }
     }
 

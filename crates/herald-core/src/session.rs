@@ -166,13 +166,13 @@ impl Session {
 
     /// Queues a non-fatal `pusher:error`.
     fn reject(&self, code: ErrorCode, message: &str) {
-        tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), code = code.code(), "{message}");
+        tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), code = code.code(), "{message:?}");
         self.connection.outbox.push(server_frame::error(code.code(), message));
     }
 
     /// Queues a `pusher:error` with the close code, then the close itself.
     fn close(&self, code: CloseCode, message: &str) {
-        tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), code = code.code(), "closing: {message}");
+        tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), code = code.code(), "closing: {message:?}");
         self.connection.outbox.push(server_frame::error(code.code(), message));
         self.connection.outbox.close(code);
     }
@@ -191,7 +191,7 @@ impl Session {
 
     fn subscribe_with(&mut self, subscribe: Subscribe, authorization: Authorization, now: Instant) {
         if let Err(refusal) = self.try_subscribe(&subscribe, authorization, now) {
-            tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), "subscription refused: {}", refusal.message);
+            tracing::info!(socket_id = %self.connection.socket_id, app = %self.app.id(), "subscription refused: {:?}", refusal.message);
             let frame = server_frame::subscription_error(&subscribe.channel, refusal.kind, &refusal.message);
             self.connection.outbox.push(frame);
         }
@@ -266,7 +266,13 @@ impl Session {
             serde_json::from_str(data).map_err(|_| auth_error("channel_data must be a JSON object with user_id"))?;
         let user_id = match data.user_id {
             serde_json::Value::String(s) if !s.is_empty() => s,
-            serde_json::Value::Number(n) => n.to_string(),
+            // pusher-js keys members by String(user_id): 10.0 and 1e3 are "10" and "1000" there.
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => i.to_string(),
+                (_, Some(u), _) => u.to_string(),
+                (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{f:.0}"),
+                _ => n.to_string(),
+            },
             _ => return Err(auth_error("user_id must be a non-empty string or a number")),
         };
         let config = &self.app.config;
@@ -387,7 +393,11 @@ impl Session {
                 self.reject(ErrorCode::ClientEventRejected, &message);
             }
             Some(key) => {
-                self.app.idempotency.run(&format!("client\0{}\0{key}", event.channel), now, deliver);
+                // Scoped to the sender, so no member can claim another's key.
+                let signed_in = self.user.as_ref().map(|u| u.id.clone());
+                let sender = user_id.clone().or(signed_in).map_or_else(|| socket_id.to_string(), |id| id.to_string());
+                let scoped = format!("{sender}\0{key}");
+                self.app.client_idempotency.run(&scoped, &event.channel, now, deliver);
             }
         }
     }

@@ -75,8 +75,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid configuration in {path}: {source}")]
     Parse { path: PathBuf, source: Box<toml::de::Error> },
-    #[error("invalid --app {0:?}: expected ID:KEY:SECRET")]
-    AppSpec(String),
+    #[error("invalid --app/HERALD_APPS entry #{0}: expected ID:KEY:SECRET (secrets may not contain ',')")]
+    AppSpec(usize),
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
 }
@@ -111,14 +111,15 @@ impl Config {
     }
 }
 
-/// Parses `ID:KEY:SECRET` (the secret may itself contain ':').
-pub fn parse_app_spec(spec: &str) -> Result<AppConfig, ConfigError> {
+/// Parses `ID:KEY:SECRET` (the secret may itself contain ':'). Errors name the entry by position
+/// only, so a mistyped secret never reaches the terminal or a log.
+pub fn parse_app_spec(index: usize, spec: &str) -> Result<AppConfig, ConfigError> {
     let mut parts = spec.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(id), Some(key), Some(secret)) if !id.is_empty() && !key.is_empty() && !secret.is_empty() => {
             Ok(AppConfig::new(id, key, secret))
         }
-        _ => Err(ConfigError::AppSpec(spec.to_owned())),
+        _ => Err(ConfigError::AppSpec(index)),
     }
 }
 
@@ -147,9 +148,10 @@ mod tests {
 
     #[test]
     fn app_specs() {
-        let app = parse_app_spec("1:key:se:cret").unwrap();
+        let app = parse_app_spec(1, "1:key:se:cret").unwrap();
         assert_eq!((app.id.as_str(), app.key.as_str(), app.secret.expose()), ("1", "key", "se:cret"));
-        assert!(parse_app_spec("1:key").is_err());
-        assert!(parse_app_spec("1::s").is_err());
+        assert!(parse_app_spec(1, "1:key").is_err());
+        let error = parse_app_spec(2, "1::hunter2").unwrap_err().to_string();
+        assert!(error.contains("#2") && !error.contains("hunter2"), "{error}");
     }
 }

@@ -153,13 +153,21 @@ fn load(connection: &Connection, app_id: &str) -> rusqlite::Result<Vec<StoredCha
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        kept.push(channel);
+        let contiguous = channel.events.windows(2).all(|pair| pair[1].serial == pair[0].serial + 1);
+        let ends_at_head = channel.events.last().is_none_or(|last| last.serial == channel.head);
+        if contiguous && ends_at_head {
+            kept.push(channel);
+        } else {
+            tracing::warn!(channel = %channel.name, "stored history has a hole; starting the channel anew");
+        }
     }
     Ok(kept)
 }
 
 /// Applies queued changes in batches until the queue closes.
 fn write_loop(mut connection: Connection, commands: mpsc::Receiver<Command>) {
+    // Once a batch is lost, this run's file is incomplete: it must never be marked clean.
+    let mut dirty = false;
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -168,8 +176,12 @@ fn write_loop(mut connection: Connection, commands: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        if let Err(error) = apply(&mut connection, &batch) {
-            tracing::error!("history batch of {} changes not saved: {error}", batch.len());
+        if let Err(error) = apply(&mut connection, &batch, dirty) {
+            dirty = true;
+            tracing::error!(
+                "history batch of {} changes not saved ({error}); history will not be trusted after a restart",
+                batch.len()
+            );
         }
         for command in batch {
             if let Command::Flush(done) = command {
@@ -179,11 +191,12 @@ fn write_loop(mut connection: Connection, commands: mpsc::Receiver<Command>) {
     }
 }
 
-fn apply(connection: &mut Connection, batch: &[Command]) -> rusqlite::Result<()> {
+fn apply(connection: &mut Connection, batch: &[Command], dirty: bool) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     for command in batch {
         let change = match command {
             Command::Change(change) => change,
+            Command::MarkClean if dirty => continue,
             Command::MarkClean => {
                 transaction.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 1)", [])?;
                 continue;
@@ -211,7 +224,7 @@ fn apply(connection: &mut Connection, batch: &[Command]) -> rusqlite::Result<()>
                 )?;
                 transaction.execute(
                     "DELETE FROM events WHERE app = ?1 AND channel = ?2 AND serial <= ?3",
-                    params![&**app, &**channel, serial - *keep as i64],
+                    params![&**app, &**channel, serial.saturating_sub(i64::try_from(*keep).unwrap_or(i64::MAX))],
                 )?;
             }
             HistoryChange::Removed { app, channel } => {

@@ -85,8 +85,8 @@ fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
         None => Config::default(),
     };
     apply_overrides(&mut config.server, args);
-    for spec in args.apps.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
-        config.apps.push(parse_app_spec(spec)?);
+    for (index, spec) in args.apps.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()).enumerate() {
+        config.apps.push(parse_app_spec(index + 1, spec)?);
     }
     if config.apps.is_empty() {
         if !config.server.bind.ip().is_loopback() {

@@ -17,6 +17,8 @@ pub enum ApiError {
     UnknownApp,
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             Self::AppDisabled => StatusCode::FORBIDDEN,
             Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
         }
     }
 }
@@ -35,6 +38,7 @@ impl From<PublishError> for ApiError {
     fn from(error: PublishError) -> Self {
         match error {
             PublishError::PayloadTooLarge { .. } => Self::PayloadTooLarge(error.to_string()),
+            PublishError::IdempotencyConflict => Self::Conflict(error.to_string()),
             _ => Self::BadRequest(error.to_string()),
         }
     }

@@ -98,12 +98,12 @@ impl Event {
     }
 
     /// Delivers; returns `{channel: serial}` and, if any were asked for, the attributes per channel.
-    fn deliver(&self, app: &App) -> (Value, Option<Value>) {
+    fn deliver(&self, app: &App) -> Result<(Value, Option<Value>), ApiError> {
         let now = Instant::now();
-        let published = app.publish(&self.as_publish(), now);
+        let published = app.publish(&self.as_publish(), now)?;
         let serials: Map<String, Value> =
             self.channels.iter().zip(published.serials.iter()).map(|(c, s)| (c.to_string(), (*s).into())).collect();
-        (Value::Object(serials), self.attributes(app, now))
+        Ok((Value::Object(serials), self.attributes(app, now)))
     }
 
     fn attributes(&self, app: &App, now: Instant) -> Option<Value> {
@@ -164,7 +164,7 @@ pub async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let event = Event::parse(parse_json(&body)?, &auth.app)?;
-    let (serials, attributes) = event.deliver(&auth.app);
+    let (serials, attributes) = event.deliver(&auth.app)?;
     let mut answer = attributes.unwrap_or_else(|| json!({}));
     answer["serials"] = serials;
     Ok(Json(answer))
@@ -187,14 +187,14 @@ pub async fn publish_batch(
     let any_info = events.iter().any(|e| !e.info.is_empty());
     // Each batch event names one channel, so its attributes are reported directly; serials are
     // `{channel: serial}` per event; both index-aligned.
-    let (serials, attributes): (Vec<Value>, Vec<Value>) = events
-        .iter()
-        .map(|event| {
-            let (serials, info) = event.deliver(&auth.app);
-            let channel = event.channels.first().map(ChannelName::as_str).unwrap_or_default();
-            (serials, info.map_or_else(|| json!({}), |v| v["channels"][channel].clone()))
-        })
-        .unzip();
+    let mut serials = Vec::with_capacity(events.len());
+    let mut attributes = Vec::with_capacity(events.len());
+    for event in &events {
+        let (event_serials, info) = event.deliver(&auth.app)?;
+        let channel = event.channels.first().map(ChannelName::as_str).unwrap_or_default();
+        serials.push(event_serials);
+        attributes.push(info.map_or_else(|| json!({}), |v| v["channels"][channel].clone()));
+    }
     let mut answer = if any_info { json!({ "batch": attributes }) } else { json!({}) };
     answer["serials"] = Value::Array(serials);
     Ok(Json(answer))

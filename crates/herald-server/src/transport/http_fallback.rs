@@ -38,6 +38,11 @@ const STREAM_HEARTBEAT: Duration = Duration::from_secs(25);
 /// Browsers hold back the first bytes of a streaming XHR response (content sniffing) before they
 /// report progress; a 2 KiB line of `h` (a heartbeat to pusher-js) gets past that at once.
 const STREAM_PRELUDE_LEN: usize = 2048;
+/// pusher-js drops and reopens a stream once it has buffered this many characters; a stream stops
+/// writing there, so that nothing is written into a response the client is about to abort.
+const STREAM_ROTATE_AT: usize = 256 * 1024;
+/// A stream whose client does not read for this long is ended.
+const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames one `xhr_send` may carry.
 const MAX_FRAMES_PER_SEND: usize = 100;
 
@@ -154,7 +159,7 @@ fn valid_session_part(part: &str) -> bool {
 }
 
 fn send(state: &AppState, key: &str, id: &str, body: &[u8]) -> Response {
-    let Some(http) = state.http_sessions.get(key, id) else {
+    let Some(http) = state.http_sessions.get(key, id).filter(|h| !h.connection.outbox.is_closing()) else {
         return (StatusCode::NOT_FOUND, "unknown session\n").into_response();
     };
     let Ok(frames) = serde_json::from_slice::<Vec<String>>(body) else {
@@ -245,6 +250,11 @@ fn drain_lines(http: &HttpSession) -> (String, Option<CloseCode>) {
     }
 }
 
+/// Length as JavaScript counts it (UTF-16 code units), which is what pusher-js compares.
+fn utf16_len(text: &str) -> usize {
+    text.chars().map(char::len_utf16).sum()
+}
+
 fn close_line(code: u16, reason: &str) -> String {
     format!("c{}\n", serde_json::json!([code, reason]))
 }
@@ -285,33 +295,45 @@ fn stream(state: AppState, key: String, id: String, http: Arc<HttpSession>, gene
     let (lines, receiver) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let guard = ReceiverGuard::new(&http);
+        let send = |text: Bytes| {
+            let lines = lines.clone();
+            async move { matches!(tokio::time::timeout(STREAM_WRITE_TIMEOUT, lines.send(Ok(text))).await, Ok(Ok(()))) }
+        };
         let mut prelude = "h".repeat(STREAM_PRELUDE_LEN);
         prelude.push('\n');
         if first {
             prelude.push_str("o\n");
         }
-        if lines.send(Ok(Bytes::from(prelude))).await.is_err() {
+        let mut written = prelude.len();
+        if !send(Bytes::from(prelude)).await {
             return;
         }
         loop {
+            if guard.0.generation.load(Ordering::Acquire) != generation {
+                guard.0.connection.outbox.wake();
+                return;
+            }
+            if written > STREAM_ROTATE_AT {
+                // pusher-js reopens the stream now; frames wait in the outbox for the new one.
+                lines.closed().await;
+                return;
+            }
             let (text, close) = drain_lines(&guard.0);
             if close.is_some() {
                 state.http_sessions.remove(&key, &id);
             }
-            if !text.is_empty() && lines.send(Ok(Bytes::from(text))).await.is_err() {
+            written += utf16_len(&text);
+            if !text.is_empty() && !send(Bytes::from(text)).await {
                 return;
             }
             if close.is_some() {
-                return;
-            }
-            if guard.0.generation.load(Ordering::Acquire) != generation {
-                guard.0.connection.outbox.wake();
                 return;
             }
             tokio::select! {
                 () = guard.0.connection.outbox.ready() => {}
                 () = tokio::time::sleep(STREAM_HEARTBEAT) => {
-                    if lines.send(Ok(Bytes::from_static(b"h\n"))).await.is_err() {
+                    written += 2;
+                    if !send(Bytes::from_static(b"h\n")).await {
                         return;
                     }
                 }

@@ -116,7 +116,9 @@ impl<'a> Connection<'a> {
     async fn run(mut self) {
         let end = self.serve().await;
         if let End::Close(code, reason) = end {
-            let _ = self.socket.send(close_message(code, reason)).await;
+            // Bounded like every write: a peer that does not read does not get to hold the task.
+            let limit = Duration::from_secs(self.state.settings.pong_timeout_secs);
+            let _ = tokio::time::timeout(limit, self.socket.send(close_message(code, reason))).await;
         }
     }
 
@@ -156,19 +158,33 @@ impl<'a> Connection<'a> {
     async fn write_pending(&mut self) -> Option<End> {
         let drained = self.session.connection().outbox.drain(&mut self.batch);
         if !self.batch.is_empty() {
-            for frame in self.batch.drain(..) {
-                if self.socket.feed(text_message(frame)).await.is_err() {
+            // A peer that stops reading (or vanished without a FIN) must not hold this task, its
+            // presence and its sign-in forever: a write that cannot finish in the pong timeout
+            // ends the connection.
+            let limit = Duration::from_secs(self.state.settings.pong_timeout_secs);
+            match tokio::time::timeout(limit, self.write_batch()).await {
+                Ok(true) => {}
+                Ok(false) => return Some(End::Gone),
+                Err(_) => {
+                    tracing::info!(socket_id = %self.session.connection().socket_id, "write stalled; dropping connection");
                     return Some(End::Gone);
                 }
-            }
-            if self.socket.flush().await.is_err() {
-                return Some(End::Gone);
             }
         }
         match drained {
             Drained::Open => None,
             Drained::Close(code) => Some(End::Close(code.code(), code.reason())),
         }
+    }
+
+    /// Feeds every drained frame, then flushes once; false if the socket failed.
+    async fn write_batch(&mut self) -> bool {
+        for frame in self.batch.drain(..) {
+            if self.socket.feed(text_message(frame)).await.is_err() {
+                return false;
+            }
+        }
+        self.socket.flush().await.is_ok()
     }
 
     fn on_message(&mut self, message: Option<Result<Message, axum::Error>>) -> Option<End> {

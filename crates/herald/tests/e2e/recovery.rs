@@ -346,3 +346,57 @@ async fn durable_history_keeps_epochs_across_a_graceful_restart() {
     assert_ne!(position(&after_crash).0, epoch);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_other_channels_is_a_conflict() {
+    let server = TestServer::start().await;
+    let first = json!({"name": "e", "channels": ["orders"], "data": "1", "idempotency_key": "k"});
+    assert_eq!(server.publish(first).await.0, 200);
+    let other = json!({"name": "e", "channels": ["invoices", "audit"], "data": "1", "idempotency_key": "k"});
+    let (status, body) = server.publish(other).await;
+    assert_eq!(status, 409, "{body}");
+    let (_, body) = server.api("GET", "/apps/1/channels/invoices/history", &[], "").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["position"], Value::Null, "nothing was published");
+}
+
+#[tokio::test]
+async fn a_replay_larger_than_the_queue_says_refetch_instead_of_closing() {
+    let config = format!("[server]\nmax_queued_bytes = 65536\n{}", default_config());
+    let server = TestServer::with_config(&config).await;
+    let mut a = server.client().await;
+    let (epoch, _) = position(&subscribe_from(&mut a, "big", None).await);
+    drop(a);
+    let data = "\"".repeat(5000); // JSON-escaped in the frame: about 10 KB each
+    for _ in 0..10 {
+        assert_eq!(server.publish(json!({"name": "e", "channel": "big", "data": data})).await.0, 200);
+    }
+    let mut b = server.client().await;
+    let frame = subscribe_from(&mut b, "big", Some((&epoch, 0))).await;
+    assert_eq!(frame["recovered"], false, "100 KB of replay cannot fit a 64 KiB queue");
+    b.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_leaves_presence() {
+    let config = format!("[server]\npong_timeout_secs = 1\n{}", default_config());
+    let server = TestServer::with_config(&config).await;
+    let mut ghost = server.client().await;
+    ghost.subscribe_signed("presence-room", Some(r#"{"user_id":"ghost"}"#)).await;
+    // The ghost never reads again; 20 MB of events fill every buffer between it and the server.
+    let data = "x".repeat(10_000);
+    for _ in 0..200 {
+        let batch: Vec<Value> =
+            (0..10).map(|_| json!({"name": "e", "channel": "presence-room", "data": data})).collect();
+        server.api("POST", "/apps/1/batch_events", &[], &json!({"batch": batch}).to_string()).await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, body) = server.api("GET", "/apps/1/channels/presence-room/users", &[], "").await;
+        if serde_json::from_str::<Value>(&body).unwrap()["users"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the stalled member is still present: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(ghost);
+}
