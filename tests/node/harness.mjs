@@ -243,7 +243,7 @@ export async function startHerald({
   writeFileSync(configPath, toToml({ server: { ...SERVER_DEFAULTS, ...server }, apps: fullApps }));
 
   const child = spawn(HERALD_BIN,
-    ['serve', '--bind', '127.0.0.1:0', '--data-dir', dataDir, '--config', configPath, ...args],
+    ['serve', ...(args.includes('--bind') ? [] : ['--bind', '127.0.0.1:0']), '--data-dir', dataDir, '--config', configPath, ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   liveChildren.add(child);
   const herald = new Herald(child, allApps, dir);

@@ -8,6 +8,20 @@ use crate::api::{channels, events, history, users};
 use crate::state::AppState;
 use crate::transport::{http_fallback, sse, websocket};
 
+/// The Herald JS client (`clients/js/src/index.js`), built into the binary.
+const HERALD_JS: &str = include_str!("../../../clients/js/src/index.js");
+
+async fn herald_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        HERALD_JS,
+    )
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_request_body_bytes;
     Router::new()
@@ -25,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
         .route("/sse/{key}", get(sse::handle))
         .route("/up", get(|| async { "OK\n" }))
+        .route("/herald.js", get(herald_js))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
