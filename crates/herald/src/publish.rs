@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use herald_core::AppConfig;
-use herald_protocol::request_signature::body_md5;
-use herald_protocol::{Secret, SignedRequest};
+use herald_protocol::Secret;
+use herald_protocol::request_signature::sign_post;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cli::PublishArgs;
@@ -45,15 +45,6 @@ async fn send(args: &PublishArgs) -> anyhow::Result<(u16, String)> {
 }
 
 fn signed_query(path: &str, body: &str, key: &str, secret: &Secret) -> String {
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
-    let query: Vec<(String, String)> = vec![
-        ("auth_key".into(), key.into()),
-        ("auth_timestamp".into(), timestamp),
-        ("auth_version".into(), "1.0".into()),
-        ("body_md5".into(), body_md5(body.as_bytes())),
-    ];
-    let request = SignedRequest { method: "POST", path, query: &query, body: body.as_bytes() };
-    let signature = secret.sign(request.string_to_sign().as_bytes());
-    let encoded: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}&auth_signature={signature}", encoded.join("&"))
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    sign_post(path, body.as_bytes(), key, secret, now)
 }

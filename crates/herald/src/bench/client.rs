@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::request_signature::body_md5;
-use herald_protocol::{Secret, SignedRequest};
+use herald_protocol::Secret;
+use herald_protocol::request_signature::sign_post;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -103,17 +103,8 @@ impl Publisher {
 }
 
 fn sign(path: &str, body: &str, key: &str, secret: &Secret) -> String {
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
-    let query: Vec<(String, String)> = vec![
-        ("auth_key".into(), key.into()),
-        ("auth_timestamp".into(), timestamp),
-        ("auth_version".into(), "1.0".into()),
-        ("body_md5".into(), body_md5(body.as_bytes())),
-    ];
-    let request = SignedRequest { method: "POST", path, query: &query, body: body.as_bytes() };
-    let signature = secret.sign(request.string_to_sign().as_bytes());
-    let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}&auth_signature={signature}", pairs.join("&"))
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    sign_post(path, body.as_bytes(), key, secret, now)
 }
 
 /// Microseconds since the Unix epoch, the clock shared by publisher and subscribers.
