@@ -3,6 +3,7 @@
 
 mod api;
 mod channels;
+mod cli;
 mod fixtures;
 mod limits;
 mod recovery;
