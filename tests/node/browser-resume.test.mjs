@@ -120,3 +120,41 @@ test('Chromium: plain pusher-js after going offline misses what was published me
     await opened.context.close();
   }
 });
+
+test('Chromium: the Herald client resumes across a server restart (durable history)', { timeout: 60000 }, async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'herald-restart-'));
+  const first = await startHerald({ dataDir, args: ['--durable-history'] });
+  const channel = uniq('restart');
+  const context = await browser.newContext();
+  const p = await context.newPage();
+  let second;
+  try {
+    await p.goto(`http://127.0.0.1:${app.address().port}/`);
+    await p.evaluate(async ({ key, port, channel }) => {
+      window.seen = [];
+      window.recovered = [];
+      const { Herald } = await import(`http://127.0.0.1:${port}/herald.js`);
+      const client = new Herald(key, { url: `ws://127.0.0.1:${port}`, backoff: { base: 200, cap: 1000 } });
+      const ch = client.subscribe(channel, { onResync: () => window.recovered.push('resync') });
+      ch.bind('subscribed', ({ recovered }) => window.recovered.push(recovered ?? 'first'));
+      ch.bind('n', (data) => window.seen.push(data.i));
+      client.connect();
+    }, { key: first.app.key, port: first.port, channel });
+    await p.waitForFunction(() => window.recovered.length === 1, null, { timeout: 10000 });
+    for (let i = 0; i < 5; i += 1) await first.sdk().trigger(channel, 'n', { i });
+    await p.waitForFunction(() => window.seen.length === 5, null, { timeout: 10000 });
+    const port = first.port;
+    await first.stop();
+    second = await startHerald({ dataDir, args: ['--durable-history', '--bind', `127.0.0.1:${port}`] });
+    for (let i = 5; i < 10; i += 1) await second.sdk().trigger(channel, 'n', { i });
+    await p.waitForFunction(() => window.seen.length >= 10, null, { timeout: 20000 });
+    assert.deepEqual(await p.evaluate(() => window.seen), [...Array(10).keys()]);
+    assert.deepEqual(await p.evaluate(() => window.recovered), ['first', true], 'resumed, no resync');
+  } finally {
+    await context.close();
+    await second?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});

@@ -226,7 +226,7 @@ process.on('exit', () => {
  * Returns a Herald handle; call `await herald.stop()` in an `after` hook.
  */
 export async function startHerald({
-  apps = [{}], cliApps = [], server = {}, args = [], env = {}, startTimeout = 20000,
+  apps = [{}], cliApps = [], server = {}, args = [], env = {}, startTimeout = 20000, dataDir: keptDataDir,
 } = {}) {
   if (!existsSync(HERALD_BIN)) {
     throw new Error(`herald binary not found at ${HERALD_BIN} (set HERALD_BIN)`);
@@ -238,7 +238,8 @@ export async function startHerald({
   }
   const allApps = [...fullApps, ...cliApps.map((a) => ({ ...APP_DEFAULTS, ...a }))];
   const dir = mkdtempSync(path.join(tmpdir(), 'herald-e2e-'));
-  const dataDir = path.join(dir, 'data');
+  // A caller may pass its own data directory, to restart a server on the same durable state.
+  const dataDir = keptDataDir ?? path.join(dir, 'data');
   const configPath = path.join(dir, 'herald.toml');
   writeFileSync(configPath, toToml({ server: { ...SERVER_DEFAULTS, ...server }, apps: fullApps }));
 
