@@ -22,6 +22,9 @@ export interface HeraldOptions {
   backoff?: BackoffOptions;
   /** A WebSocket constructor, for runtimes without a global one. */
   WebSocket?: unknown;
+  /** Transports to use, in order of preference (default ['ws', 'polling']): after two WebSocket
+   *  attempts in a row fail before connecting, the client long-polls over HTTP instead. */
+  transports?: Array<'ws' | 'polling'>;
   /** Give up on a handshake that has not completed after this many ms, and retry (default 10000). */
   connectTimeout?: number;
   /** How many action ids to remember for de-duplication (default 1000). */
@@ -49,10 +52,19 @@ export declare class Channel extends Emitter {
 
 export type State = 'initialized' | 'connecting' | 'connected' | 'unavailable' | 'failed' | 'disconnected';
 
+/** A WebSocket look-alike over Herald's HTTP long-polling route. */
+export declare class PollingSocket {
+  constructor(httpUrl: string, key: string);
+  send(text: string): void;
+  close(): void;
+}
+
 export declare class Herald extends Emitter {
   constructor(key: string, options?: HeraldOptions);
   readonly state: State;
   readonly socketId: string | null;
+  /** The transport in use: 'ws' or 'polling'. */
+  readonly transport: 'ws' | 'polling';
   /** The user stream, after signin(). */
   readonly user: Channel;
   connect(): this;

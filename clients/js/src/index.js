@@ -19,6 +19,64 @@ export function backoffDelay(attempt, { base = 1000, cap = 30000, random = Math.
   return Math.floor(random() * ceiling);
 }
 
+/**
+ * A WebSocket look-alike over Herald's long-polling route (`/pusher/app/{key}/.../xhr`), for
+ * networks where WebSockets fail. Frames arrive as lines (`o`, `a[...]`, `h`, `c[code,reason]`);
+ * sends are POSTed in order to `xhr_send`.
+ */
+export class PollingSocket {
+  constructor(httpUrl, key) {
+    const session = Array.from({ length: 8 }, () => Math.floor(Math.random() * 32).toString(32)).join('');
+    this.base = `${httpUrl}/pusher/app/${encodeURIComponent(key)}/${Math.floor(Math.random() * 1000)}/${session}`;
+    this.readyState = 0;
+    this.onmessage = null;
+    this.onclose = null;
+    this.onerror = null;
+    this.outgoing = Promise.resolve();
+    this.poll();
+  }
+
+  async poll() {
+    let query = '?protocol=7&client=herald-js';
+    while (this.readyState < 2) {
+      let text;
+      try {
+        const response = await fetch(`${this.base}/xhr${query}`, { method: 'POST' });
+        if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+        text = await response.text();
+      } catch {
+        this.finish(1006);
+        return;
+      }
+      query = '';
+      for (const line of text.split('\n')) {
+        const kind = line[0];
+        const payload = line.slice(1);
+        if (kind === 'o') this.readyState = 1;
+        else if (kind === 'a') for (const message of JSON.parse(payload)) this.onmessage?.({ data: message });
+        else if (kind === 'c') { this.finish(JSON.parse(payload)[0]); return; }
+      }
+    }
+  }
+
+  send(text) {
+    const post = () => fetch(`${this.base}/xhr_send`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify([text]),
+    }).then((response) => { if (response.status >= 300) throw new Error(`HTTP ${response.status}`); });
+    this.outgoing = this.outgoing.then(post).catch(() => this.finish(1006));
+  }
+
+  close() {
+    this.finish(1000);
+  }
+
+  finish(code) {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    this.onclose?.({ code });
+  }
+}
+
 /** A bounded set of recently seen keys (oldest forgotten first). */
 class RecentSet {
   constructor(max) { this.max = max; this.items = new Set(); }
@@ -138,7 +196,11 @@ export class Herald extends Emitter {
   constructor(key, options = {}) {
     super();
     this.key = key;
-    this.options = { url: 'ws://127.0.0.1:6001', backoff: {}, connectTimeout: 10000, ...options };
+    this.options = {
+      url: 'ws://127.0.0.1:6001', backoff: {}, connectTimeout: 10000, transports: ['ws', 'polling'], ...options,
+    };
+    // WebSocket attempts that failed before the handshake completed, in a row.
+    this.wsFailures = 0;
     this.channels = new Map();
     this.applied = new RecentSet(options.maxActionIds ?? 1000);
     this.user = new Channel(this, null);
@@ -152,8 +214,7 @@ export class Herald extends Emitter {
   connect() {
     if (this.socket || this.state === 'connecting') return this;
     this.setState('connecting');
-    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
-    const socket = new WebSocketImpl(`${this.options.url}/app/${encodeURIComponent(this.key)}?protocol=7&client=herald-js&version=0.1.0`);
+    const socket = this.openSocket();
     this.socket = socket;
     socket.onmessage = (message) => this.onFrame(JSON.parse(message.data));
     socket.onclose = (event) => { if (this.socket === socket) this.onClose(event.code); };
@@ -168,6 +229,16 @@ export class Herald extends Emitter {
       this.onClose(1006);
     }, this.options.connectTimeout);
     return this;
+  }
+
+  /** WebSocket, unless it failed twice in a row before connecting and polling is allowed. */
+  openSocket() {
+    const { transports } = this.options;
+    const polling = transports.includes('polling') && (!transports.includes('ws') || this.wsFailures >= 2);
+    this.transport = polling ? 'polling' : 'ws';
+    if (polling) return new PollingSocket(this.options.url.replace(/^ws/, 'http'), this.key);
+    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+    return new WebSocketImpl(`${this.options.url}/app/${encodeURIComponent(this.key)}?protocol=7&client=herald-js&version=0.1.0`);
   }
 
   disconnect() {
@@ -218,6 +289,7 @@ export class Herald extends Emitter {
     const data = parseData(frame.data);
     if (frame.event === 'pusher:connection_established') {
       clearTimeout(this.connectTimer);
+      if (this.transport === 'ws') this.wsFailures = 0;
       this.socketId = data.socket_id;
       this.attempt = 0;
       this.setState('connected');
@@ -264,6 +336,7 @@ export class Herald extends Emitter {
   onClose(code) {
     this.socket = null;
     if (this.state === 'disconnected') return;
+    if (this.transport === 'ws' && this.state === 'connecting') this.wsFailures += 1;
     for (const channel of this.channels.values()) channel.subscribed = false;
     if (isRefusal(code)) {
       this.setState('failed');

@@ -143,3 +143,24 @@ test('1,000 clients reconnecting after a restart spread over time', { timeout: 9
   assert.ok(busiest < 300, `no 100 ms window takes more than 30% of the clients (busiest: ${busiest})`);
   assert.ok(spread > 500, `arrivals spread over time (p10..p90: ${spread} ms)`);
 });
+
+test('when WebSockets fail, the client long-polls over HTTP and still resumes', { timeout: 30000 }, async () => {
+  const h = await server();
+  /** A network that refuses every WebSocket. */
+  class BlockedWebSocket {
+    constructor() { setTimeout(() => this.onclose?.({ code: 1006 }), 5); }
+    close() {}
+    send() {}
+  }
+  const herald = client(h, { WebSocket: BlockedWebSocket, backoff: { base: 50, cap: 200 } }).connect();
+  const channel = herald.subscribe(`private-${uniq('poll')}`);
+  await once(channel, 'subscribed', 10000);
+  assert.equal(herald.transport, 'polling');
+  const all = collect(channel, 'tick', 6);
+  for (let i = 0; i < 3; i += 1) await h.sdk().trigger(channel.name, 'tick', { i });
+  herald.socket.close(); // the long-poll session ends; the client reconnects (polling) and resumes
+  for (let i = 3; i < 6; i += 1) await h.sdk().trigger(channel.name, 'tick', { i });
+  const seen = await all;
+  assert.deepEqual(seen.map((e) => e.data.i), [0, 1, 2, 3, 4, 5]);
+  herald.disconnect();
+});
