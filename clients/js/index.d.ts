@@ -15,8 +15,11 @@ export function backoffDelay(attempt: number, options?: BackoffOptions): number;
 export interface HeraldOptions {
   /** ws:// or wss:// base URL of Herald (default ws://127.0.0.1:6001). */
   url?: string;
-  /** Signs private and presence subscriptions (usually by calling your backend). */
-  authorize?: (request: { socketId: string; channel: string }) => Promise<{ auth: string; channel_data?: string }>;
+  /** Signs private and presence subscriptions (usually by calling your backend). For
+   *  `private-encrypted-` channels it also returns the channel's `shared_secret`. */
+  authorize?: (request: { socketId: string; channel: string }) => Promise<{ auth: string; channel_data?: string; shared_secret?: string }>;
+  /** tweetnacl (or anything with its `secretbox.open`), needed only for `private-encrypted-` channels. */
+  nacl?: { secretbox: { open(box: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array | null } };
   /** Signs the user in (usually by calling your backend). */
   signin?: (request: { socketId: string }) => Promise<{ auth: string; user_data: string }>;
   backoff?: BackoffOptions;

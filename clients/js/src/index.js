@@ -88,6 +88,22 @@ class RecentSet {
   has(key) { return this.items.has(key); }
 }
 
+function base64Bytes(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/**
+ * Opens a `private-encrypted-` event: `{nonce, ciphertext}` (base64) sealed with NaCl secretbox
+ * under the channel's shared secret. `nacl` is tweetnacl (or any object with the same
+ * `secretbox.open`), supplied by the app: this module carries no crypto of its own.
+ */
+function decrypt(nacl, sharedSecret, data) {
+  const sealed = typeof data === 'string' ? JSON.parse(data) : data;
+  const opened = nacl.secretbox.open(base64Bytes(sealed.ciphertext), base64Bytes(sealed.nonce), sharedSecret);
+  if (!opened) throw new Error('cannot decrypt: wrong shared secret');
+  return JSON.parse(new TextDecoder().decode(opened));
+}
+
 function parseData(data) {
   if (typeof data !== 'string') return data;
   try { return JSON.parse(data); } catch { return data; }
@@ -120,6 +136,8 @@ export class Channel extends Emitter {
     this.position = options.position ?? null; // {epoch, serial}
     this.subscribed = false;
     this.members = new Map();
+    /** For `private-encrypted-` channels: the key from the last authorization. */
+    this.sharedSecret = null;
   }
 
   /** Sends a client event (private and presence channels). `actionId` marks it as applied here. */
@@ -167,10 +185,19 @@ export class Channel extends Emitter {
       if (this.position && frame.serial <= this.position.serial) return; // already seen
       if (this.position) this.position.serial = frame.serial;
     }
-    if (data && typeof data === 'object' && data.action_id !== undefined && this.client.applied.has(data.action_id)) {
+    let payload = data;
+    if (this.name?.startsWith('private-encrypted-')) {
+      try {
+        payload = decrypt(this.client.options.nacl, this.sharedSecret, frame.data);
+      } catch (error) {
+        this.emit('error', { type: 'DecryptionError', error: String(error) });
+        return;
+      }
+    }
+    if (payload && typeof payload === 'object' && payload.action_id !== undefined && this.client.applied.has(payload.action_id)) {
       return; // this client already applied it when it sent it
     }
-    this.emit(frame.event, data, { serial: frame.serial, userId: frame.user_id });
+    this.emit(frame.event, payload, { serial: frame.serial, userId: frame.user_id });
   }
 
   /** @internal The pusher:subscribe data for (re)subscribing. */
@@ -178,7 +205,15 @@ export class Channel extends Emitter {
     const data = { channel: this.name };
     if (/^(private-|presence-)/.test(this.name)) {
       if (!this.client.options.authorize) throw new Error(`authorize is required for ${this.name}`);
-      Object.assign(data, await this.client.options.authorize({ socketId, channel: this.name }));
+      const { auth, channel_data: channelData, shared_secret: sharedSecret } =
+        await this.client.options.authorize({ socketId, channel: this.name });
+      Object.assign(data, channelData === undefined ? { auth } : { auth, channel_data: channelData });
+      if (this.name.startsWith('private-encrypted-')) {
+        if (!this.client.options.nacl || !sharedSecret) {
+          throw new Error('encrypted channels need the nacl option and a shared_secret from authorize');
+        }
+        this.sharedSecret = base64Bytes(sharedSecret); // kept here, never sent to Herald
+      }
     }
     if (this.position) data.resume = { epoch: this.position.epoch, serial: this.position.serial };
     return data;

@@ -164,3 +164,26 @@ test('when WebSockets fail, the client long-polls over HTTP and still resumes', 
   assert.deepEqual(seen.map((e) => e.data.i), [0, 1, 2, 3, 4, 5]);
   herald.disconnect();
 });
+
+test('private-encrypted channels are decrypted with the shared secret, which never reaches Herald', { timeout: 20000 }, async () => {
+  const { createRequire } = await import('node:module');
+  const require = createRequire(new URL('../../../tests/node/package.json', import.meta.url));
+  const nacl = require('tweetnacl');
+  const master = Buffer.alloc(32, 9).toString('base64');
+  const h = await server();
+  const sdk = h.sdk(h.app, { encryptionMasterKeyBase64: master });
+  const sentToHerald = [];
+  const herald = client(h, {
+    nacl,
+    authorize: async ({ socketId, channel }) => sdk.authorizeChannel(socketId, channel),
+  }).connect();
+  const realSend = herald.send.bind(herald);
+  herald.send = (frame) => { sentToHerald.push(JSON.stringify(frame)); return realSend(frame); };
+  const channel = herald.subscribe(`private-encrypted-${uniq('secret')}`);
+  await once(channel, 'subscribed');
+  const got = once(channel, 'note');
+  await sdk.trigger(channel.name, 'note', { text: 'for your eyes only' });
+  assert.deepEqual(await got, { text: 'for your eyes only' });
+  assert.ok(sentToHerald.every((f) => !f.includes('shared_secret')), 'the shared secret is never sent');
+  herald.disconnect();
+});
