@@ -187,3 +187,32 @@ test('private-encrypted channels are decrypted with the shared secret, which nev
   assert.ok(sentToHerald.every((f) => !f.includes('shared_secret')), 'the shared secret is never sent');
   herald.disconnect();
 });
+
+test('sign-in delivers user events on client.user; presence members are tracked', { timeout: 20000 }, async () => {
+  const h = await server();
+  const sdk = h.sdk();
+  const make = (id) => client(h, {
+    signin: async ({ socketId }) => sdk.authenticateUser(socketId, { id }),
+    authorize: async ({ socketId, channel }) => sdk.authorizeChannel(socketId, channel, { user_id: id, user_info: { name: id } }),
+  }).connect();
+  const ann = make('ann');
+  const bob = make('bob');
+  const signedIn = once(ann.user, 'subscribed');
+  ann.signin();
+  const room = `presence-${uniq('room')}`;
+  const annRoom = ann.subscribe(room);
+  await once(annRoom, 'subscribed');
+  const added = once(annRoom, 'member_added');
+  const bobRoom = bob.subscribe(room);
+  await once(bobRoom, 'subscribed');
+  assert.deepEqual(await added, { id: 'bob', info: { name: 'bob' } });
+  assert.deepEqual([...bobRoom.members.keys()].sort(), ['ann', 'bob']);
+  await signedIn;
+  const note = once(ann.user, 'note');
+  await sdk.sendToUser('ann', 'note', { hello: 'ann' });
+  assert.deepEqual(await note, { hello: 'ann' });
+  const removed = once(annRoom, 'member_removed');
+  bob.disconnect();
+  assert.deepEqual(await removed, { id: 'bob' });
+  ann.disconnect();
+});
