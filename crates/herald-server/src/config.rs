@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_request_body_bytes: usize,
     /// HTTP connections (not yet upgraded to WebSocket) served at once; more are refused.
     pub max_http_connections: usize,
+    /// An HTTP API request (body included) that takes longer is answered 408.
+    pub request_timeout_secs: u64,
     /// An HTTP-fallback (xhr_streaming/xhr_polling) session with no receive request for this long
     /// is closed: pusher-js sends nothing when it leaves over HTTP.
     pub http_session_timeout_secs: u64,
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             max_queued_bytes: herald_core::outbox::DEFAULT_MAX_QUEUED_BYTES,
             max_request_body_bytes: 1 << 20,
             max_http_connections: 10_000,
+            request_timeout_secs: 30,
             http_session_timeout_secs: 10,
             shutdown_close_rate: 2000,
             shutdown_grace_secs: 10,
@@ -101,6 +104,7 @@ impl Config {
             ("server.max_queued_bytes", server.max_queued_bytes),
             ("server.max_request_body_bytes", server.max_request_body_bytes),
             ("server.max_http_connections", server.max_http_connections),
+            ("server.request_timeout_secs", server.request_timeout_secs as usize),
             ("server.http_session_timeout_secs", server.http_session_timeout_secs as usize),
             ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
         ];

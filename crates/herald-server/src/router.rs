@@ -1,7 +1,7 @@
 //! The route table: one place that says which path goes to which handler.
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
 use crate::api::{channels, events, history, users};
@@ -22,14 +22,40 @@ async fn herald_js() -> impl axum::response::IntoResponse {
     )
 }
 
+/// Every API request, body included, must finish within `request_timeout_secs`: a client that
+/// sends its body slowly cannot hold a connection slot.
+async fn deadline(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = std::time::Duration::from_secs(state.settings.request_timeout_secs);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (axum::http::StatusCode::REQUEST_TIMEOUT, "request took too long\n").into_response(),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_request_body_bytes;
     Router::new()
+        .merge(api(state.clone()))
         .route("/app/{key}", get(websocket::upgrade))
         .route(
             "/pusher/app/{key}/{server}/{session}/{kind}",
             post(http_fallback::handle).options(http_fallback::preflight),
         )
+        .route("/sse/{key}", get(sse::handle))
+        .route("/up", get(|| async { "OK\n" }))
+        .route("/herald.js", get(herald_js))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The signed HTTP API, under a request deadline.
+fn api(state: AppState) -> Router<AppState> {
+    Router::new()
         .route("/apps/{app_id}/events", post(events::publish))
         .route("/apps/{app_id}/batch_events", post(events::publish_batch))
         .route("/apps/{app_id}/channels", get(channels::list))
@@ -37,9 +63,5 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
         .route("/apps/{app_id}/channels/{channel}/history", get(history::history))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
-        .route("/sse/{key}", get(sse::handle))
-        .route("/up", get(|| async { "OK\n" }))
-        .route("/herald.js", get(herald_js))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(state, deadline))
 }

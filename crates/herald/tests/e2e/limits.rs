@@ -143,3 +143,24 @@ async fn a_client_that_trickles_headers_is_cut_off() {
     let read = tokio::time::timeout(std::time::Duration::from_secs(15), slow.read_to_end(&mut buffer)).await;
     assert!(read.is_ok(), "the server kept a header-trickling connection open");
 }
+
+#[tokio::test]
+async fn an_api_request_whose_body_never_comes_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = format!("[server]\nrequest_timeout_secs = 1\n{}", default_config());
+    let server = TestServer::with_config(&config).await;
+    let mut slow = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let head =
+        "POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut response = vec![0; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut response)).await;
+    let n = read.expect("the server kept waiting for the body").unwrap();
+    assert!(
+        String::from_utf8_lossy(&response[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&response[..n])
+    );
+    let (status, _) = server.publish(json!({"name": "e", "channel": "c", "data": "1"})).await;
+    assert_eq!(status, 200, "others are served meanwhile");
+}
