@@ -5,24 +5,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
 import { startHerald, uniq } from './harness.mjs';
-
-const require = createRequire(import.meta.url);
-const PUSHER_WEB = path.join(path.dirname(require.resolve('pusher-js/package.json')), 'dist/web/pusher.min.js');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
+import { PUSHER_WEB, launchChromium } from './chromium.mjs';
 
 let h;
 let app;
 let browser;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}`);
   h = await startHerald();
   app = http.createServer((req, res) => {
     if (req.url === '/pusher.js') {
@@ -33,7 +25,7 @@ before(async () => {
     return res.end('<!doctype html><meta charset="utf-8"><script src="/pusher.js"></script><p>offline test</p>');
   });
   await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -5,17 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { readFileSync, existsSync } from 'node:fs';
-import path from 'node:path';
-import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
 import { startHerald, uniq } from './harness.mjs';
-
-const require = createRequire(import.meta.url);
-const PUSHER_WEB = path.join(path.dirname(require.resolve('pusher-js/package.json')), 'dist/web/pusher.min.js');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'];
+import { PUSHER_WEB, launchChromium } from './chromium.mjs';
 
 let h;
 let app;
@@ -47,11 +39,10 @@ function startAppServer() {
 }
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM} (./scripts/test installs Debian's chromium)`);
   h = await startHerald({ server: { http_session_timeout_secs: 2 } });
   app = await startAppServer();
   appUrl = `http://127.0.0.1:${app.address().port}/`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  browser = await launchChromium();
 });
 
 after(async () => {

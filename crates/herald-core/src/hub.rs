@@ -297,6 +297,26 @@ impl Hub {
         kept
     }
 
+    /// The state of `name`, created if absent. The key is allocated only when it is new: a publish
+    /// to an existing channel allocates nothing here.
+    fn state_mut<'s>(&self, shard: &'s mut HashMap<Arc<str>, Channel>, name: &str, now: Instant) -> &'s mut Channel {
+        let key = shard.get_key_value(name).map_or_else(|| Arc::from(name), |(key, _)| key.clone());
+        shard.entry(key).or_insert_with(|| self.create(name, now))
+    }
+
+    /// Removes a channel's state; the one way out, so the accounting below cannot be skipped.
+    fn remove(&self, shard: &mut HashMap<Arc<str>, Channel>, name: &str) {
+        if let Some(mut state) = shard.remove(name) {
+            self.discard(name, &mut state);
+        }
+    }
+
+    /// Uncounts a channel being dropped and forgets it in the store.
+    fn discard(&self, name: &str, state: &mut Channel) {
+        self.release_empty(state);
+        self.forget(name);
+    }
+
     fn forget(&self, name: &str) {
         if let Some(durable) = &self.store {
             durable.store.record(HistoryChange::Removed { app: durable.app.clone(), channel: Arc::from(name) });
@@ -318,7 +338,7 @@ impl Hub {
         now: Instant,
     ) -> Result<(), JoinRefused> {
         let mut shard = self.shard(channel.as_str()).write();
-        let state = shard.entry(Arc::from(channel.as_str())).or_insert_with(|| self.create(channel.as_str(), now));
+        let state = self.state_mut(&mut shard, channel.as_str(), now);
         state.history.expire(now, self.limits.history);
         let socket_id = connection.socket_id;
         if state.subscribers.contains_key(&socket_id) {
@@ -336,9 +356,7 @@ impl Hub {
                 Ok(false) => {}
                 Err(MembersFull) => {
                     if state.is_removable(now, &self.limits) {
-                        self.release_empty(state);
-                        shard.remove(channel.as_str());
-                        self.forget(channel.as_str());
+                        self.remove(&mut shard, channel.as_str());
                     }
                     return Err(JoinRefused::PresenceFull);
                 }
@@ -367,9 +385,7 @@ impl Hub {
         if state.subscribers.is_empty() {
             state.touched = now;
             if state.is_removable(now, &self.limits) || !self.retain_empty(state) {
-                self.release_empty(state);
-                shard.remove(channel);
-                self.forget(channel);
+                self.remove(&mut shard, channel);
             }
         }
     }
@@ -386,7 +402,7 @@ impl Hub {
         now: Instant,
     ) -> u64 {
         let mut shard = self.shard(channel).write();
-        let state = shard.entry(Arc::from(channel)).or_insert_with(|| self.create(channel, now));
+        let state = self.state_mut(&mut shard, channel, now);
         state.head += 1;
         state.touched = now;
         self.release_empty(state);
@@ -410,9 +426,7 @@ impl Hub {
         }
         state.broadcast(&frame, exclude);
         if state.is_removable(now, &self.limits) {
-            self.release_empty(state);
-            shard.remove(channel);
-            self.forget(channel);
+            self.remove(&mut shard, channel);
         }
         serial
     }
@@ -471,8 +485,7 @@ impl Hub {
                 state.history.expire(now, self.limits.history);
                 let keep = !state.is_removable(now, &self.limits);
                 if !keep {
-                    self.release_empty(state);
-                    self.forget(name);
+                    self.discard(name, state);
                 }
                 keep
             });

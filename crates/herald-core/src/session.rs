@@ -138,6 +138,17 @@ impl Session {
         self.authorized
     }
 
+    /// When the app's authorization deadline has passed and the connection has neither signed in
+    /// nor subscribed to a signed channel, queues `pusher:error` 4009 and the close. Every
+    /// transport calls this from its own timer; returns whether it closed.
+    pub fn enforce_auth_deadline(&self, now: Instant) -> bool {
+        let late = self.auth_deadline().is_some_and(|deadline| deadline <= now) && !self.authorized;
+        if late {
+            self.close(CloseCode::Unauthorized, "sign in or subscribe to a private channel sooner");
+        }
+        late
+    }
+
     /// Handles one text frame from the client.
     pub fn handle_text(&mut self, text: &str, now: Instant) {
         let limit = self.app.config.max_payload_bytes + ENVELOPE_ALLOWANCE;

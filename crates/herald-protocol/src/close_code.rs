@@ -13,8 +13,6 @@ pub enum CloseCode {
     AppDisabled,
     /// 4004: the app is at its connection limit. Do not reconnect unchanged.
     OverConnectionQuota,
-    /// 4005: the URL path is not `/app/{key}`.
-    PathNotFound,
     /// 4006: the `protocol` query parameter is not a number.
     InvalidVersionFormat,
     /// 4007: a protocol version Herald does not speak.
@@ -28,8 +26,6 @@ pub enum CloseCode {
     Reconnect,
     /// 4201: the client did not answer a ping in time.
     PongNotReceived,
-    /// 4202: closed after inactivity.
-    ClosedAfterInactivity,
 }
 
 impl CloseCode {
@@ -38,14 +34,12 @@ impl CloseCode {
             Self::AppNotFound => 4001,
             Self::AppDisabled => 4003,
             Self::OverConnectionQuota => 4004,
-            Self::PathNotFound => 4005,
             Self::InvalidVersionFormat => 4006,
             Self::UnsupportedProtocol => 4007,
             Self::Unauthorized => 4009,
             Self::OverCapacity => 4100,
             Self::Reconnect => 4200,
             Self::PongNotReceived => 4201,
-            Self::ClosedAfterInactivity => 4202,
         }
     }
 
@@ -55,14 +49,12 @@ impl CloseCode {
             Self::AppNotFound => "App key not found",
             Self::AppDisabled => "App disabled",
             Self::OverConnectionQuota => "App over connection quota",
-            Self::PathNotFound => "Path not found",
             Self::InvalidVersionFormat => "Invalid protocol version format",
             Self::UnsupportedProtocol => "Unsupported protocol version",
             Self::Unauthorized => "Connection unauthorized",
             Self::OverCapacity => "Client too slow to keep up; reconnect and resume",
             Self::Reconnect => "Server restarting; reconnect",
             Self::PongNotReceived => "Pong reply not received",
-            Self::ClosedAfterInactivity => "Closed after inactivity",
         }
     }
 }
@@ -110,14 +102,13 @@ mod tests {
             CloseCode::AppNotFound,
             CloseCode::AppDisabled,
             CloseCode::OverConnectionQuota,
-            CloseCode::PathNotFound,
             CloseCode::InvalidVersionFormat,
             CloseCode::UnsupportedProtocol,
             CloseCode::Unauthorized,
         ];
         assert!(refused.iter().all(|c| (4000..4100).contains(&c.code())));
         assert!((4100..4200).contains(&CloseCode::OverCapacity.code()));
-        for c in [CloseCode::Reconnect, CloseCode::PongNotReceived, CloseCode::ClosedAfterInactivity] {
+        for c in [CloseCode::Reconnect, CloseCode::PongNotReceived] {
             assert!((4200..4300).contains(&c.code()));
         }
     }

@@ -30,8 +30,6 @@ pub enum ServeError {
     Apps(#[from] RegistryError),
     #[error("no app configured")]
     NoApps,
-    #[error("server failed: {0}")]
-    Io(#[from] std::io::Error),
     #[error(transparent)]
     History(#[from] herald_sqlite::OpenError),
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{Method, Uri};
 use herald_core::App;
-use herald_protocol::SignedRequest;
+use herald_protocol::{ChannelName, SignedRequest};
 
 use super::ApiError;
 use crate::state::AppState;
@@ -22,6 +22,12 @@ pub struct Authenticated {
 impl Authenticated {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A channel name from the path, validated against this app's limits (400 otherwise).
+    pub fn channel(&self, name: &str) -> Result<ChannelName, ApiError> {
+        ChannelName::parse(name, self.app.config.max_channel_name_len)
+            .map_err(|e| ApiError::BadRequest(format!("invalid channel: {e}")))
     }
 }
 

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
-use herald_protocol::{ChannelKind, ChannelName};
+use herald_protocol::ChannelKind;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -59,8 +59,7 @@ pub async fn show(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
-    let channel = ChannelName::parse(&channel, auth.app.config.max_channel_name_len)
-        .map_err(|e| bad(&format!("invalid channel: {e}")))?;
+    let channel = auth.channel(&channel)?;
     let info = auth.app.channel_info(&channel, Instant::now());
     let mut body = Map::new();
     body.insert("occupied".into(), info.occupied.into());
@@ -99,8 +98,7 @@ pub async fn users(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
-    let channel = ChannelName::parse(&channel, auth.app.config.max_channel_name_len)
-        .map_err(|e| bad(&format!("invalid channel: {e}")))?;
+    let channel = auth.channel(&channel)?;
     if channel.kind() != ChannelKind::Presence {
         return Err(bad("users are only available for presence channels"));
     }

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
-use herald_protocol::ChannelName;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -29,8 +28,7 @@ pub async fn history(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let bad = |m: &str| ApiError::BadRequest(m.to_owned());
-    let channel = ChannelName::parse(&channel, auth.app.config.max_channel_name_len)
-        .map_err(|e| bad(&format!("invalid channel: {e}")))?;
+    let channel = auth.channel(&channel)?;
     let after = match auth.param("after") {
         Some(text) => text.parse::<u64>().map_err(|_| bad("after must be a serial (a whole number)"))?,
         None => 0,

@@ -88,13 +88,7 @@ impl HttpSessions {
             let idle = http.receivers.load(Ordering::Acquire) == 0
                 && now.saturating_duration_since(*http.idle_since.lock()) >= idle_timeout;
             if !idle {
-                let session = http.session.lock();
-                if session.auth_deadline().is_some_and(|d| d <= now) && !session.is_authorized() {
-                    let code = CloseCode::Unauthorized;
-                    let message = "sign in or subscribe to a private channel sooner";
-                    http.connection.outbox.push(server_frame::error(code.code(), message));
-                    http.connection.outbox.close(code);
-                }
+                http.session.lock().enforce_auth_deadline(now);
             }
             !idle
         });
@@ -122,17 +116,17 @@ pub async fn handle(
         "xhr_streaming" => Kind::Streaming,
         "xhr" => Kind::Polling,
         "xhr_send" => Kind::Send,
-        _ => return with_cors(StatusCode::NOT_FOUND.into_response(), &headers),
+        _ => return super::with_cors(StatusCode::NOT_FOUND.into_response(), &headers),
     };
     if !valid_session_part(&server) || !valid_session_part(&session) {
-        return with_cors((StatusCode::BAD_REQUEST, "invalid session id\n").into_response(), &headers);
+        return super::with_cors((StatusCode::BAD_REQUEST, "invalid session id\n").into_response(), &headers);
     }
     let id = format!("{server}/{session}");
     let response = match kind {
         Kind::Send => send(&state, &key, &id, &body),
         Kind::Streaming | Kind::Polling => receive(&state, &key, &id, kind, query.get("protocol")).await,
     };
-    with_cors(response, &headers)
+    super::with_cors(response, &headers)
 }
 
 /// `OPTIONS` for the same paths: pusher-js sends `Content-Type: application/json`, which makes
@@ -143,14 +137,7 @@ pub async fn preflight(headers: HeaderMap) -> Response {
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    with_cors(response, &headers)
-}
-
-fn with_cors(mut response: Response, request: &HeaderMap) -> Response {
-    let origin = request.get(header::ORIGIN).cloned().unwrap_or(HeaderValue::from_static("*"));
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
-    response
+    super::with_cors(response, &headers)
 }
 
 /// pusher-js makes these from digits and base-32 letters; anything else is refused.
@@ -259,13 +246,14 @@ fn close_line(code: u16, reason: &str) -> String {
     format!("c{}\n", serde_json::json!([code, reason]))
 }
 
-fn text_response(body: String) -> Response {
+/// A poll answer or a stream: the same headers for both (no sniffing, no caching).
+fn text_response(body: impl Into<Body>) -> Response {
     let headers = [
         (header::CONTENT_TYPE, "application/javascript; charset=UTF-8"),
         (header::CACHE_CONTROL, "no-store"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
     ];
-    (headers, body).into_response()
+    (headers, body.into()).into_response()
 }
 
 /// One long poll: whatever is queued now, or the next frames, or a heartbeat after [`POLL_HOLD`].
@@ -341,8 +329,5 @@ fn stream(state: AppState, key: String, id: String, http: Arc<HttpSession>, gene
             }
         }
     });
-    let body = Body::from_stream(futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    }));
-    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8"), (header::CACHE_CONTROL, "no-store")], body).into_response()
+    text_response(super::channel_body(receiver))
 }

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::outbox::Drained;
 use herald_core::{Session, SessionOpenError};
@@ -53,7 +53,7 @@ pub async fn handle(
         Ok((session, positions)) => stream(state, session, positions),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     };
-    with_cors(response, &headers)
+    super::with_cors(response, &headers)
 }
 
 type Refusal = (StatusCode, String);
@@ -134,12 +134,6 @@ fn parse_positions(id: Option<&str>, channels: usize) -> Vec<Option<Resume>> {
     }
 }
 
-fn with_cors(mut response: Response, request: &HeaderMap) -> Response {
-    let origin = request.get(header::ORIGIN).cloned().unwrap_or(HeaderValue::from_static("*"));
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    response
-}
-
 /// Each channel's position, in the order of the `channels` parameter.
 struct Positions {
     order: Vec<String>,
@@ -196,9 +190,7 @@ fn stream(state: AppState, session: Session, mut positions: Positions) -> Respon
         }
         drop(session);
     });
-    let body = Body::from_stream(futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    }));
+    let body = super::channel_body(receiver);
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),
         (header::CACHE_CONTROL, "no-store"),

@@ -242,11 +242,7 @@ impl<'a> Connection<'a> {
 
     fn on_deadline(&mut self) -> Option<End> {
         let now = Instant::now();
-        if self.session.auth_deadline().is_some_and(|d| d <= now) && !self.session.is_authorized() {
-            let code = CloseCode::Unauthorized;
-            let message = "sign in or subscribe to a private channel sooner";
-            self.session.connection().outbox.push(server_frame::error(code.code(), message));
-            self.session.connection().outbox.close(code);
+        if self.session.enforce_auth_deadline(now) {
             return None;
         }
         match self.ping_sent {
