@@ -11,6 +11,7 @@ use herald_protocol::Secret;
 use serde::{Deserialize, Serialize};
 use tokio::time::Duration;
 
+use crate::engine::{Engine, Retention};
 use crate::history::HistoryLimits;
 use crate::hub::{Hub, HubLimits};
 use crate::idempotency::Idempotency;
@@ -105,6 +106,14 @@ impl AppConfig {
     }
 }
 
+fn hub_limits(config: &AppConfig) -> HubLimits {
+    HubLimits {
+        max_members: config.max_presence_members,
+        history: config.history_limits(),
+        cache_ttl: Duration::from_secs(config.cache_ttl_secs),
+    }
+}
+
 /// An app's live state on this node.
 #[derive(Debug)]
 pub struct App {
@@ -116,11 +125,36 @@ pub struct App {
     /// Keys of client events: their own table, so clients cannot evict backend keys.
     pub(crate) client_idempotency: Idempotency,
     connections: AtomicUsize,
+    /// Shared with other nodes: serials, delivery, presence, counts. `None` on a single node.
+    pub(crate) engine: Option<Arc<dyn Engine>>,
 }
 
 impl App {
     pub fn new(config: AppConfig) -> Self {
         Self::with_hub(config, |hub| hub)
+    }
+
+    /// An app whose channels are shared with other nodes through `engine`.
+    pub fn with_engine(config: AppConfig, engine: Arc<dyn Engine>) -> Self {
+        let mut app = Self::with_hub(config, |hub| hub);
+        app.hub = Hub::replica(app.hub_limits());
+        app.engine = Some(engine);
+        app
+    }
+
+    fn hub_limits(&self) -> HubLimits {
+        hub_limits(&self.config)
+    }
+
+    /// How the engine keeps `channel`'s events for this app.
+    pub(crate) fn retention(&self, is_cache: bool) -> Retention {
+        let limits = self.config.history_limits();
+        let max_events = if limits.enabled() { limits.max_events } else { 0 };
+        Retention {
+            max_events,
+            max_age_ms: limits.max_age.as_millis() as u64,
+            cache_ttl_ms: if is_cache { self.config.cache_ttl_secs * 1000 } else { 0 },
+        }
     }
 
     /// An app whose channel history is kept in `store`, resuming what it kept before.
@@ -131,15 +165,19 @@ impl App {
     }
 
     fn with_hub(config: AppConfig, attach: impl FnOnce(Hub) -> Hub) -> Self {
-        let hub = attach(Hub::new(HubLimits {
-            max_members: config.max_presence_members,
-            history: config.history_limits(),
-            cache_ttl: Duration::from_secs(config.cache_ttl_secs),
-        }));
+        let hub = attach(Hub::new(hub_limits(&config)));
         let window = Duration::from_secs(config.idempotency_window_secs);
         let idempotency = Idempotency::new(window, MAX_IDEMPOTENCY_KEYS);
         let client_idempotency = Idempotency::new(window, MAX_CLIENT_IDEMPOTENCY_KEYS);
-        Self { config, hub, users: Users::default(), idempotency, client_idempotency, connections: AtomicUsize::new(0) }
+        Self {
+            config,
+            hub,
+            users: Users::default(),
+            idempotency,
+            client_idempotency,
+            connections: AtomicUsize::new(0),
+            engine: None,
+        }
     }
 
     pub fn id(&self) -> &str {

@@ -51,22 +51,55 @@ impl Idempotency {
     /// (its channels); a key reused for another target is a conflict, not a repeat.
     pub fn run(&self, key: &str, target: &str, now: Instant, deliver: impl FnOnce() -> Vec<u64>) -> Outcome {
         let mut inner = self.inner.lock();
-        self.forget_expired(&mut inner, now);
-        if let Some((first_target, serials)) = inner.seen.get(key) {
-            return if **first_target == *target { Outcome::Repeated(serials.clone()) } else { Outcome::Conflict };
+        if let Some(outcome) = self.check(&mut inner, key, target, now) {
+            return outcome;
         }
         let serials: Arc<[u64]> = deliver().into();
+        self.remember(&mut inner, key, target, serials.clone(), now);
+        Outcome::Delivered(serials)
+    }
+
+    /// For a publish that completes later (on an engine): `None` means the key is now reserved and
+    /// the caller must [`settle`](Self::settle) or [`release`](Self::release) it. A repeat racing
+    /// the first publish is answered as a repeat with no serials yet.
+    pub fn reserve(&self, key: &str, target: &str, now: Instant) -> Option<Outcome> {
+        let mut inner = self.inner.lock();
+        let outcome = self.check(&mut inner, key, target, now);
+        if outcome.is_none() {
+            self.remember(&mut inner, key, target, Arc::from([]), now);
+        }
+        outcome
+    }
+
+    /// Records the serials a reserved publish took.
+    pub fn settle(&self, key: &str, serials: Arc<[u64]>) {
+        if let Some(entry) = self.inner.lock().seen.get_mut(key) {
+            entry.1 = serials;
+        }
+    }
+
+    /// Forgets a reserved key whose publish failed, so it can be retried.
+    pub fn release(&self, key: &str) {
+        self.inner.lock().seen.remove(key);
+    }
+
+    fn check(&self, inner: &mut Inner, key: &str, target: &str, now: Instant) -> Option<Outcome> {
+        self.forget_expired(inner, now);
+        let (first_target, serials) = inner.seen.get(key)?;
+        Some(if **first_target == *target { Outcome::Repeated(serials.clone()) } else { Outcome::Conflict })
+    }
+
+    fn remember(&self, inner: &mut Inner, key: &str, target: &str, serials: Arc<[u64]>, now: Instant) {
         if self.window.is_zero() {
-            return Outcome::Delivered(serials);
+            return;
         }
         while inner.order.len() >= self.max_keys {
             if let Some((_, oldest)) = inner.order.pop_front() {
                 inner.seen.remove(&oldest);
             }
         }
-        inner.seen.insert(key.into(), (target.into(), serials.clone()));
+        inner.seen.insert(key.into(), (target.into(), serials));
         inner.order.push_back((now, key.into()));
-        Outcome::Delivered(serials)
     }
 
     fn forget_expired(&self, inner: &mut Inner, now: Instant) {

@@ -7,7 +7,9 @@
 //! outbox out; it never decides anything about channels. Nothing here opens a socket or names axum.
 
 pub mod app;
+pub mod cluster;
 pub mod connection;
+pub mod engine;
 pub mod history;
 pub mod hub;
 pub mod idempotency;

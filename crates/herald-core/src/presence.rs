@@ -65,6 +65,20 @@ impl Members {
         true
     }
 
+    pub fn contains(&self, user_id: &str) -> bool {
+        self.members.contains_key(user_id)
+    }
+
+    /// Removes `user_id` whatever its socket count (a roster of other nodes' members); returns
+    /// whether it was a member.
+    pub fn leave_all(&mut self, user_id: &str) -> bool {
+        if self.members.remove(user_id).is_none() {
+            return false;
+        }
+        self.order.retain(|id| &**id != user_id);
+        true
+    }
+
     pub fn user_info(&self, user_id: &str) -> Option<&RawValue> {
         self.members.get(user_id).and_then(|m| m.user_info.as_deref())
     }

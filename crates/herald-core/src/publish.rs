@@ -12,6 +12,7 @@ use herald_protocol::{ChannelKind, ChannelName, FrameData, SocketId, server_fram
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::engine::{EngineError, Message};
 use crate::hub::{CachedEvent, ChannelCounts, HistoryPage};
 use crate::idempotency::{MAX_KEY_LEN, Outcome};
 
@@ -53,6 +54,8 @@ pub enum PublishError {
     InvalidIdempotencyKey,
     #[error("idempotency_key was already used for a publish to other channels")]
     IdempotencyConflict,
+    #[error("{0}")]
+    Unavailable(#[from] EngineError),
 }
 
 /// What the HTTP API reports about one channel.
@@ -90,16 +93,18 @@ impl App {
         Ok(())
     }
 
-    /// Delivers an already checked publish. Fails only when its idempotency key was used for a
-    /// publish to other channels.
-    pub fn publish(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
+    /// Delivers an already checked publish. Fails when its idempotency key was used for a publish
+    /// to other channels, or when the engine cannot be reached.
+    pub async fn publish(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
+        if self.engine.is_some() {
+            return self.publish_shared(publish, now).await;
+        }
         let deliver =
             || -> Vec<u64> { publish.channels.iter().map(|channel| self.publish_one(channel, publish, now)).collect() };
         let Some(key) = publish.idempotency_key else {
             return Ok(Published { serials: deliver().into(), repeated: false });
         };
-        let target: Vec<&str> = publish.channels.iter().map(ChannelName::as_str).collect();
-        match self.idempotency.run(key, &target.join(","), now, deliver) {
+        match self.idempotency.run(key, &target(publish), now, deliver) {
             Outcome::Delivered(serials) => Ok(Published { serials, repeated: false }),
             Outcome::Repeated(serials) => Ok(Published { serials, repeated: true }),
             Outcome::Conflict => Err(PublishError::IdempotencyConflict),
@@ -114,33 +119,126 @@ impl App {
         self.hub.publish(channel.as_str(), encode, publish.exclude, cache, now)
     }
 
+    /// Publishes through the engine; keys are remembered by this node.
+    async fn publish_shared(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
+        let key = publish.idempotency_key;
+        if let Some(key) = key {
+            match self.idempotency.reserve(key, &target(publish), now) {
+                None => {}
+                Some(Outcome::Repeated(serials) | Outcome::Delivered(serials)) => {
+                    return Ok(Published { serials, repeated: true });
+                }
+                Some(Outcome::Conflict) => return Err(PublishError::IdempotencyConflict),
+            }
+        }
+        let mut serials = Vec::with_capacity(publish.channels.len());
+        for channel in publish.channels {
+            let message = Message {
+                event: publish.event.to_owned(),
+                data: publish.data.to_owned(),
+                json: false,
+                user_id: None,
+                exclude: publish.exclude,
+            };
+            match self.publish_message(channel.as_str(), message).await {
+                Ok(serial) => serials.push(serial),
+                Err(error) => {
+                    if let Some(key) = key {
+                        self.idempotency.release(key);
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        let serials: Arc<[u64]> = serials.into();
+        if let Some(key) = key {
+            self.idempotency.settle(key, serials.clone());
+        }
+        Ok(Published { serials, repeated: false })
+    }
+
+    /// Publishes one message through the engine.
+    pub(crate) async fn publish_message(&self, channel: &str, message: Message) -> Result<u64, EngineError> {
+        let engine = self.engine.as_ref().ok_or_else(|| EngineError::Unavailable("no engine".into()))?;
+        let is_cache = ChannelName::parse(channel, usize::MAX).is_ok_and(|c| c.is_cache());
+        engine.publish(self.id(), channel, message, self.retention(is_cache)).await
+    }
+
     /// Occupancy, counts and cached event of one channel.
-    pub fn channel_info(&self, channel: &ChannelName, now: Instant) -> ChannelInfo {
-        let counts = self.hub.counts(channel.as_str());
-        let cache = if channel.is_cache() { self.hub.cached(channel.as_str(), now) } else { None };
-        ChannelInfo { occupied: counts.is_some(), counts: counts.unwrap_or_default(), cache }
+    pub async fn channel_info(&self, channel: &ChannelName, now: Instant) -> Result<ChannelInfo, EngineError> {
+        let Some(engine) = &self.engine else {
+            let counts = self.hub.counts(channel.as_str());
+            let cache = if channel.is_cache() { self.hub.cached(channel.as_str(), now) } else { None };
+            return Ok(ChannelInfo { occupied: counts.is_some(), counts: counts.unwrap_or_default(), cache });
+        };
+        let counts = engine.channel_counts(self.id(), channel.as_str()).await?;
+        let cache = match channel.is_cache() {
+            true => self.history_shared(channel, u64::MAX, 0, now).await?.and_then(|(_, cached)| cached),
+            false => None,
+        };
+        Ok(ChannelInfo { occupied: counts.subscription_count > 0, counts, cache })
     }
 
     /// Up to `limit` events of `channel` after serial `after`; `None` if the channel has no state.
-    pub fn history(&self, channel: &ChannelName, after: u64, limit: usize, now: Instant) -> Option<HistoryPage> {
-        self.hub.history(channel.as_str(), after, limit, now)
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        after: u64,
+        limit: usize,
+        now: Instant,
+    ) -> Result<Option<HistoryPage>, EngineError> {
+        if self.engine.is_none() {
+            return Ok(self.hub.history(channel.as_str(), after, limit, now));
+        }
+        Ok(self.history_shared(channel, after, limit, now).await?.map(|(page, _)| page))
+    }
+
+    async fn history_shared(
+        &self,
+        channel: &ChannelName,
+        after: u64,
+        limit: usize,
+        now: Instant,
+    ) -> Result<Option<(HistoryPage, Option<CachedEvent>)>, EngineError> {
+        let engine = self.engine.as_ref().ok_or_else(|| EngineError::Unavailable("no engine".into()))?;
+        let retention = self.retention(channel.is_cache());
+        let Some(snapshot) = engine.snapshot(self.id(), channel.as_str(), retention).await? else {
+            return Ok(None);
+        };
+        Ok(Some(crate::hub::page_of(channel.as_str(), &snapshot, after, limit, self.config.cache_ttl_secs, now)))
     }
 
     /// Occupied channels whose names start with `prefix`.
-    pub fn occupied_channels(&self, prefix: &str) -> Vec<(Arc<str>, ChannelCounts)> {
-        self.hub.occupied(prefix)
+    pub async fn occupied_channels(&self, prefix: &str) -> Result<Vec<(Arc<str>, ChannelCounts)>, EngineError> {
+        let Some(engine) = &self.engine else {
+            return Ok(self.hub.occupied(prefix));
+        };
+        let found = engine.channels(self.id(), prefix).await?;
+        Ok(found.into_iter().map(|(name, counts)| (Arc::from(name), counts)).collect())
     }
 
     /// Member user ids of a presence channel.
-    pub fn presence_users(&self, channel: &ChannelName) -> Vec<String> {
-        match channel.kind() {
-            ChannelKind::Presence => self.hub.member_ids(channel.as_str()),
-            _ => Vec::new(),
+    pub async fn presence_users(&self, channel: &ChannelName) -> Result<Vec<String>, EngineError> {
+        if channel.kind() != ChannelKind::Presence {
+            return Ok(Vec::new());
+        }
+        match &self.engine {
+            None => Ok(self.hub.member_ids(channel.as_str())),
+            Some(engine) => engine.members(self.id(), channel.as_str()).await,
         }
     }
 
-    /// Closes every connection signed in as `user_id` (code 4009); returns how many.
-    pub fn terminate_user(&self, user_id: &str) -> usize {
-        self.users.terminate(user_id)
+    /// Closes every connection signed in as `user_id` (code 4009), on every node. Returns how many
+    /// were closed here (on an engine, other nodes close theirs on their own).
+    pub async fn terminate_user(&self, user_id: &str) -> Result<usize, EngineError> {
+        match &self.engine {
+            None => Ok(self.users.terminate(user_id)),
+            Some(engine) => engine.terminate_user(self.id(), user_id).await.map(|()| 0),
+        }
     }
+}
+
+fn target(publish: &Publish<'_>) -> String {
+    let target: Vec<&str> = publish.channels.iter().map(ChannelName::as_str).collect();
+    target.join(",")
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::app::{App, AppConfig};
+use crate::engine::Engine;
 use crate::store::{HistoryStore, StoreError};
 
 #[derive(Debug, Default)]
@@ -39,21 +40,41 @@ impl Registry {
     pub fn with_store(apps: Vec<AppConfig>, store: Option<Arc<dyn HistoryStore>>) -> Result<Self, RegistryError> {
         let mut registry = Self::default();
         for (index, config) in apps.into_iter().enumerate() {
-            validate(index, &config)?;
-            if registry.by_id.contains_key(&config.id) {
-                return Err(RegistryError::DuplicateId(config.id));
-            }
-            if registry.by_key.contains_key(&config.key) {
-                return Err(RegistryError::DuplicateKey(config.key));
-            }
-            let app = Arc::new(match &store {
-                Some(store) => App::with_store(config, store.clone())?,
-                None => App::new(config),
-            });
-            registry.by_id.insert(app.id().to_owned(), app.clone());
-            registry.by_key.insert(app.key().to_owned(), app);
+            registry.add(index, config, |config| match &store {
+                Some(store) => Ok(App::with_store(config, store.clone())?),
+                None => Ok(App::new(config)),
+            })?;
         }
         Ok(registry)
+    }
+
+    /// Apps whose channels are shared with other nodes through `engine`. Wrap the registry in an
+    /// `Arc` and call [`crate::cluster::attach`] so the engine can reach it.
+    pub fn with_engine(apps: Vec<AppConfig>, engine: Arc<dyn Engine>) -> Result<Self, RegistryError> {
+        let mut registry = Self::default();
+        for (index, config) in apps.into_iter().enumerate() {
+            registry.add(index, config, |config| Ok(App::with_engine(config, engine.clone())))?;
+        }
+        Ok(registry)
+    }
+
+    fn add(
+        &mut self,
+        index: usize,
+        config: AppConfig,
+        build: impl FnOnce(AppConfig) -> Result<App, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        validate(index, &config)?;
+        if self.by_id.contains_key(&config.id) {
+            return Err(RegistryError::DuplicateId(config.id));
+        }
+        if self.by_key.contains_key(&config.key) {
+            return Err(RegistryError::DuplicateKey(config.key));
+        }
+        let app = Arc::new(build(config)?);
+        self.by_id.insert(app.id().to_owned(), app.clone());
+        self.by_key.insert(app.key().to_owned(), app);
+        Ok(())
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {

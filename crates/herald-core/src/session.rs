@@ -19,6 +19,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::connection::Connection;
+use crate::engine::Message;
 use crate::hub::{Confirmation, Join, JoinRefused};
 use crate::idempotency::MAX_KEY_LEN;
 use crate::presence::MemberJoin;
@@ -250,13 +251,15 @@ impl Session {
             resume: subscribe.resume.as_ref(),
             confirmation: Confirmation::SubscriptionSucceeded,
         };
-        self.app.hub.subscribe(&channel, &self.connection, join, now).map_err(|JoinRefused::PresenceFull| {
-            let max = config.max_presence_members;
-            Refusal::new(SubscriptionErrorKind::LimitReached, format!("presence channel is full ({max} members)"))
-        })?;
+        let joined =
+            self.app.hub.subscribe(&channel, &self.connection, join, now).map_err(|JoinRefused::PresenceFull| {
+                let max = config.max_presence_members;
+                Refusal::new(SubscriptionErrorKind::LimitReached, format!("presence channel is full ({max} members)"))
+            })?;
         self.authorized |= channel.kind().requires_auth();
         let subscription = Subscription { kind: channel.kind(), member: member.map(|m| m.user_id) };
         self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
+        self.app.joined(channel.as_str(), joined, self.connection.socket_id);
         Ok(())
     }
 
@@ -310,7 +313,8 @@ impl Session {
             return;
         }
         self.subscriptions.remove(channel);
-        self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
+        let left = self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
+        self.app.left(channel, left);
     }
 
     fn signin(&mut self, signin: Signin, now: Instant) {
@@ -377,7 +381,9 @@ impl Session {
         let confirmation = Confirmation::SigninSuccess { user_data: &signin.user_data };
         let join = Join { member: None, resume: signin.resume.as_ref(), confirmation };
         // Without a member there is no limit to refuse on.
-        let _ = self.app.hub.subscribe(&channel, &self.connection, join, now);
+        if let Ok(joined) = self.app.hub.subscribe(&channel, &self.connection, join, now) {
+            self.app.joined(channel.as_str(), joined, self.connection.socket_id);
+        }
         let subscription = Subscription { kind: ChannelKind::ServerToUser, member: None };
         self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
     }
@@ -388,6 +394,9 @@ impl Session {
             Err((code, message)) => return self.reject(code, &message),
         };
         let socket_id = self.connection.socket_id;
+        if self.app.is_clustered() {
+            return self.client_event_shared(event, user_id, now);
+        }
         let deliver = || {
             let encode = |serial| {
                 let data = FrameData::Json(&event.data);
@@ -411,6 +420,37 @@ impl Session {
                 self.app.client_idempotency.run(&scoped, &event.channel, now, deliver);
             }
         }
+    }
+
+    /// Sends a client event through the engine, in the background: the socket's task must not wait
+    /// for the round trip. Keys are remembered by this node.
+    fn client_event_shared(&mut self, event: &ClientEvent, user_id: Option<Arc<str>>, now: Instant) {
+        let socket_id = self.connection.socket_id;
+        if let Some(key) = event.idempotency_key.as_deref() {
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                let message = format!("client event rejected: idempotency_key must be 1 to {MAX_KEY_LEN} characters");
+                return self.reject(ErrorCode::ClientEventRejected, &message);
+            }
+            let signed_in = self.user.as_ref().map(|u| u.id.clone());
+            let sender = user_id.clone().or(signed_in).map_or_else(|| socket_id.to_string(), |id| id.to_string());
+            if self.app.client_idempotency.reserve(&format!("{sender}\0{key}"), &event.channel, now).is_some() {
+                return;
+            }
+        }
+        let message = Message {
+            event: event.event.clone(),
+            data: event.data.get().to_owned(),
+            json: true,
+            user_id: user_id.map(|id| id.to_string()),
+            exclude: Some(socket_id),
+        };
+        let app = self.app.clone();
+        let channel = event.channel.clone();
+        tokio::spawn(async move {
+            if let Err(error) = app.publish_message(&channel, message).await {
+                tracing::warn!(app = %app.id(), %socket_id, "client event not published: {error}");
+            }
+        });
     }
 
     /// Checks a client event; on success returns the presence user id to attach.
@@ -452,7 +492,8 @@ impl Drop for Session {
     fn drop(&mut self) {
         let now = Instant::now();
         for channel in self.subscriptions.keys() {
-            self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
+            let left = self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
+            self.app.left(channel, left);
         }
         if let Some(user) = self.user.take() {
             self.app.users.sign_out(&user.id, self.connection.socket_id, &user.watchlist);

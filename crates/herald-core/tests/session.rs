@@ -119,7 +119,7 @@ async fn a_slow_consumer_is_closed_without_delaying_others() {
     let publish =
         herald_core::Publish { event: "e", channels: &channels, data: &data, exclude: None, idempotency_key: None };
     for _ in 0..5 {
-        app.publish(&publish, Instant::now()).unwrap();
+        app.publish(&publish, Instant::now()).await.unwrap();
         assert_eq!(frames(&mut fast).len(), 1);
     }
     let mut out = Vec::new();
@@ -155,7 +155,7 @@ async fn history_older_than_its_window_cannot_be_resumed() {
     let channels = [herald_protocol::ChannelName::parse("news", 200).unwrap()];
     let publish =
         herald_core::Publish { event: "e", channels: &channels, data: "1", exclude: None, idempotency_key: None };
-    app.publish(&publish, Instant::now()).unwrap();
+    app.publish(&publish, Instant::now()).await.unwrap();
     let resume = |session: &mut Session| {
         let frame =
             json!({"event": "pusher:subscribe", "data": {"channel": "news", "resume": {"epoch": epoch, "serial": 0}}});

@@ -40,7 +40,7 @@ pub async fn list(
         }
     }
     let mut channels = Map::new();
-    for (name, counts) in auth.app.occupied_channels(prefix) {
+    for (name, counts) in auth.app.occupied_channels(prefix).await? {
         let mut attributes = Map::new();
         if user_count {
             attributes.insert("user_count".into(), counts.user_count.into());
@@ -60,7 +60,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let channel = auth.channel(&channel)?;
-    let info = auth.app.channel_info(&channel, Instant::now());
+    let info = auth.app.channel_info(&channel, Instant::now()).await?;
     let mut body = Map::new();
     body.insert("occupied".into(), info.occupied.into());
     for attribute in attributes(auth.param("info")) {
@@ -102,6 +102,7 @@ pub async fn users(
     if channel.kind() != ChannelKind::Presence {
         return Err(bad("users are only available for presence channels"));
     }
-    let users: Vec<Value> = auth.app.presence_users(&channel).into_iter().map(|id| json!({ "id": id })).collect();
+    let users: Vec<Value> =
+        auth.app.presence_users(&channel).await?.into_iter().map(|id| json!({ "id": id })).collect();
     Ok(Json(json!({ "users": users })))
 }

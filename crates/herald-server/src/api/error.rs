@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_core::PublishError;
+use herald_core::engine::EngineError;
 use herald_protocol::RequestAuthError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unavailable(#[from] EngineError),
 }
 
 impl ApiError {
@@ -30,6 +33,7 @@ impl ApiError {
             Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -39,6 +43,7 @@ impl From<PublishError> for ApiError {
         match error {
             PublishError::PayloadTooLarge { .. } => Self::PayloadTooLarge(error.to_string()),
             PublishError::IdempotencyConflict => Self::Conflict(error.to_string()),
+            PublishError::Unavailable(error) => Self::Unavailable(error),
             _ => Self::BadRequest(error.to_string()),
         }
     }

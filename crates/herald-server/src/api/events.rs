@@ -98,21 +98,21 @@ impl Event {
     }
 
     /// Delivers; returns `{channel: serial}` and, if any were asked for, the attributes per channel.
-    fn deliver(&self, app: &App) -> Result<(Value, Option<Value>), ApiError> {
+    async fn deliver(&self, app: &App) -> Result<(Value, Option<Value>), ApiError> {
         let now = Instant::now();
-        let published = app.publish(&self.as_publish(), now)?;
+        let published = app.publish(&self.as_publish(), now).await?;
         let serials: Map<String, Value> =
             self.channels.iter().zip(published.serials.iter()).map(|(c, s)| (c.to_string(), (*s).into())).collect();
-        Ok((Value::Object(serials), self.attributes(app, now)))
+        Ok((Value::Object(serials), self.attributes(app, now).await?))
     }
 
-    fn attributes(&self, app: &App, now: Instant) -> Option<Value> {
+    async fn attributes(&self, app: &App, now: Instant) -> Result<Option<Value>, ApiError> {
         if self.info.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut channels = Map::new();
         for channel in &self.channels {
-            let counts = app.channel_info(channel, now).counts;
+            let counts = app.channel_info(channel, now).await?.counts;
             let mut attributes = Map::new();
             if self.info.contains(&Attribute::UserCount) && channel.kind() == ChannelKind::Presence {
                 attributes.insert("user_count".into(), counts.user_count.into());
@@ -122,7 +122,7 @@ impl Event {
             }
             channels.insert(channel.to_string(), Value::Object(attributes));
         }
-        Some(json!({ "channels": channels }))
+        Ok(Some(json!({ "channels": channels })))
     }
 }
 
@@ -164,7 +164,7 @@ pub async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let event = Event::parse(parse_json(&body)?, &auth.app)?;
-    let (serials, attributes) = event.deliver(&auth.app)?;
+    let (serials, attributes) = event.deliver(&auth.app).await?;
     let mut answer = attributes.unwrap_or_else(|| json!({}));
     answer["serials"] = serials;
     Ok(Json(answer))
@@ -190,7 +190,7 @@ pub async fn publish_batch(
     let mut serials = Vec::with_capacity(events.len());
     let mut attributes = Vec::with_capacity(events.len());
     for event in &events {
-        let (event_serials, info) = event.deliver(&auth.app)?;
+        let (event_serials, info) = event.deliver(&auth.app).await?;
         let channel = event.channels.first().map(ChannelName::as_str).unwrap_or_default();
         serials.push(event_serials);
         attributes.push(info.map_or_else(|| json!({}), |v| v["channels"][channel].clone()));

@@ -38,7 +38,7 @@ pub async fn history(
         None => Some(DEFAULT_LIMIT),
     }
     .ok_or_else(|| bad(&format!("limit must be 1 to {MAX_LIMIT}")))?;
-    let Some(page) = auth.app.history(&channel, after, limit, Instant::now()) else {
+    let Some(page) = auth.app.history(&channel, after, limit, Instant::now()).await? else {
         return Ok(Json(
             json!({ "channel": channel.as_str(), "position": null, "events": [], "truncated": after > 0 }),
         ));

@@ -18,7 +18,7 @@ pub async fn terminate_connections(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
-    let closed = auth.app.terminate_user(&user_id);
+    let closed = auth.app.terminate_user(&user_id).await?;
     tracing::info!(app = %auth.app.id(), closed, "terminated a user's connections");
     Ok(Json(json!({})))
 }

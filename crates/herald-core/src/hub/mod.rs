@@ -27,6 +27,10 @@ use crate::history::{History, HistoryLimits};
 use crate::presence::{MemberJoin, Members, MembersFull};
 use crate::store::{HistoryChange, HistoryStore, StoredChannel};
 
+mod replica;
+
+pub(crate) use replica::{Apply, Installed, Joined, Left, page_of};
+
 const SHARDS: usize = 16;
 /// Channels that never had an event, with no subscriber left, kept so that a client that saw
 /// nothing can still resume from its position. Past this many per app, such a channel is dropped
@@ -54,6 +58,9 @@ pub(crate) struct Hub {
     store: Option<Durable>,
     /// Channels kept with no event and no subscriber (see [`MAX_RETAINED_EMPTY`]).
     retained_empty: AtomicUsize,
+    /// Serials come from an engine shared with other nodes; this hub mirrors each channel it has
+    /// subscribers for (see `replica`).
+    replica: bool,
 }
 
 /// A store and the app id its records are filed under.
@@ -77,6 +84,10 @@ struct Channel {
     touched: Instant,
     /// Counted in `Hub::retained_empty`.
     retained_empty: bool,
+    /// Replica hubs only: waiting for the engine's snapshot (None when live).
+    syncing: Option<Box<replica::Syncing>>,
+    /// Replica hubs only: presence members on every node, as the engine reports them.
+    roster: Members,
 }
 
 #[derive(Debug)]
@@ -148,6 +159,8 @@ impl Channel {
             cache: None,
             touched: now,
             retained_empty: false,
+            syncing: None,
+            roster: Members::default(),
         }
     }
 
@@ -233,7 +246,13 @@ impl Hub {
             limits,
             store: None,
             retained_empty: AtomicUsize::new(0),
+            replica: false,
         }
+    }
+
+    /// A hub whose channels mirror an engine's (several nodes share serials and history).
+    pub fn replica(limits: HubLimits) -> Self {
+        Self { replica: true, ..Self::new(limits) }
     }
 
     /// Keeps channel state in `store` (only when history is on) and takes back what it kept.
@@ -336,7 +355,10 @@ impl Hub {
         connection: &Arc<Connection>,
         join: Join<'_>,
         now: Instant,
-    ) -> Result<(), JoinRefused> {
+    ) -> Result<Joined, JoinRefused> {
+        if self.replica {
+            return self.subscribe_replica(channel, connection, join, now);
+        }
         let mut shard = self.shard(channel.as_str()).write();
         let state = self.state_mut(&mut shard, channel.as_str(), now);
         state.history.expire(now, self.limits.history);
@@ -345,7 +367,7 @@ impl Hub {
             let presence = join.member.map(|_| server_frame::presence_data(state.members.iter()));
             let again = Join { resume: None, ..join };
             state.confirm(channel, connection, again, presence.as_deref(), now);
-            return Ok(());
+            return Ok(Joined::default());
         }
         if let Some(member) = join.member {
             match state.members.join(member, self.limits.max_members) {
@@ -367,17 +389,20 @@ impl Hub {
         let user_id = join.member.map(|m| m.user_id.clone());
         self.release_empty(state);
         state.subscribers.insert(socket_id, Subscriber { connection: connection.clone(), user_id });
-        Ok(())
+        Ok(Joined::default())
     }
 
     /// Removes `socket_id` from `channel`; tells the others when a presence member left.
-    pub fn unsubscribe(&self, channel: &str, socket_id: SocketId, now: Instant) {
+    pub fn unsubscribe(&self, channel: &str, socket_id: SocketId, now: Instant) -> Left {
+        if self.replica {
+            return self.unsubscribe_replica(channel, socket_id);
+        }
         let mut shard = self.shard(channel).write();
         let Some(state) = shard.get_mut(channel) else {
-            return;
+            return Left::default();
         };
         let Some(subscriber) = state.subscribers.remove(&socket_id) else {
-            return;
+            return Left::default();
         };
         if let Some(user_id) = subscriber.user_id.filter(|id| state.members.leave(id)) {
             state.broadcast(&server_frame::member_removed(channel, &user_id), None);
@@ -388,6 +413,7 @@ impl Hub {
                 self.remove(&mut shard, channel);
             }
         }
+        Left::default()
     }
 
     /// Publishes one event: takes the next serial, encodes the frame with `encode(serial)`, keeps

@@ -1,0 +1,111 @@
+//! How an app on a replica hub talks to its engine, and how the engine reaches the apps.
+//!
+//! The hub reports what a subscribe, an unsubscribe, a delivery or a snapshot changed
+//! ([`Joined`], [`Left`], [`Apply`], [`Installed`]); this module turns those reports into engine
+//! calls, after the hub's locks are released. On a single node (no engine) every call here is a
+//! no-op, so the session and the HTTP API use one code path for both.
+
+use std::sync::Arc;
+
+use herald_protocol::{ChannelName, SocketId};
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::engine::{Delivery, Node, Snapshot};
+use crate::hub::{Apply, Installed, Joined, Left};
+use crate::registry::Registry;
+
+fn is_cache(channel: &str) -> bool {
+    ChannelName::parse(channel, usize::MAX).is_ok_and(|c| c.is_cache())
+}
+
+impl App {
+    /// Whether this app shares its channels with other nodes.
+    pub fn is_clustered(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Passes on what a subscribe changed.
+    pub(crate) fn joined(&self, channel: &str, joined: Joined, socket_id: SocketId) {
+        let Some(engine) = &self.engine else { return };
+        if joined.listen {
+            engine.listen(self.id(), channel, self.retention(is_cache(channel)));
+        }
+        if let Some(member) = joined.member {
+            let info = member.user_info.as_deref().map(|i| i.get());
+            engine.presence_join(self.id(), channel, &member.user_id, info, socket_id);
+        }
+        if let Some(count) = joined.count {
+            engine.set_count(self.id(), channel, count);
+        }
+    }
+
+    /// Passes on what an unsubscribe changed.
+    pub(crate) fn left(&self, channel: &str, left: Left) {
+        let Some(engine) = &self.engine else { return };
+        if let Some(user_id) = left.member_left {
+            engine.presence_leave(self.id(), channel, &user_id);
+        }
+        if let Some(count) = left.count {
+            engine.set_count(self.id(), channel, count);
+        }
+        if left.unlisten {
+            engine.unlisten(self.id(), channel);
+        }
+    }
+
+    fn delivered(&self, channel: &str, delivery: Delivery) {
+        let Some(engine) = &self.engine else { return };
+        match self.hub.apply(channel, delivery, Instant::now()) {
+            Apply::Done => {}
+            Apply::Resync => engine.listen(self.id(), channel, self.retention(is_cache(channel))),
+            Apply::Unwanted => engine.unlisten(self.id(), channel),
+        }
+    }
+
+    fn installed(&self, channel: &str, snapshot: Snapshot) {
+        let Some(engine) = &self.engine else { return };
+        let Installed { joined, count, resync, unlisten } = self.hub.install(channel, snapshot, Instant::now());
+        for (member, socket_id) in joined {
+            let info = member.user_info.as_deref().map(|i| i.get());
+            engine.presence_join(self.id(), channel, &member.user_id, info, socket_id);
+        }
+        if resync {
+            engine.listen(self.id(), channel, self.retention(is_cache(channel)));
+        } else if unlisten {
+            engine.unlisten(self.id(), channel);
+        }
+        engine.set_count(self.id(), channel, count);
+    }
+}
+
+impl Node for Registry {
+    fn deliver(&self, app: &str, channel: &str, delivery: Delivery) {
+        if let Some(app) = self.by_id(app) {
+            app.delivered(channel, delivery);
+        }
+    }
+
+    fn install(&self, app: &str, channel: &str, snapshot: Snapshot) {
+        if let Some(app) = self.by_id(app) {
+            app.installed(channel, snapshot);
+        }
+    }
+
+    fn terminate_user(&self, app: &str, user_id: &str) {
+        if let Some(app) = self.by_id(app) {
+            let closed = app.users.terminate(user_id);
+            tracing::info!(app = %app.id(), closed, "terminated a user's connections on this node");
+        }
+    }
+}
+
+/// Keeps `registry` reachable from its apps' engine.
+pub fn attach(registry: &Arc<Registry>) {
+    let node: Arc<dyn Node> = registry.clone();
+    for app in registry.apps() {
+        if let Some(engine) = &app.engine {
+            engine.attach(Arc::downgrade(&node));
+        }
+    }
+}
