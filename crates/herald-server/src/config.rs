@@ -50,6 +50,25 @@ pub struct ServerConfig {
     pub shutdown_close_rate: u32,
     /// On SIGTERM, how long to wait for connections to finish before exiting.
     pub shutdown_grace_secs: u64,
+    /// Where state shared between nodes lives: `memory` (this node alone) or `redis`.
+    pub engine: EngineKind,
+    /// The Redis server of the `redis` engine.
+    pub redis_url: String,
+    /// Starts every Redis key and pub/sub channel; deployments with different prefixes never meet.
+    pub redis_prefix: String,
+    /// A node that stops renewing its lease for this long is dead: its presence members leave.
+    pub node_lease_secs: u64,
+}
+
+/// Which engine holds the state nodes share.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One node; nothing is shared.
+    #[default]
+    Memory,
+    /// Several nodes share one Redis.
+    Redis,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +86,10 @@ impl Default for ServerConfig {
             http_session_timeout_secs: 10,
             shutdown_close_rate: 2000,
             shutdown_grace_secs: 10,
+            engine: EngineKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "herald".into(),
+            node_lease_secs: 10,
         }
     }
 }
@@ -82,6 +105,8 @@ pub enum ConfigError {
     AppSpec(usize),
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 impl Config {
@@ -107,7 +132,11 @@ impl Config {
             ("server.request_timeout_secs", server.request_timeout_secs as usize),
             ("server.http_session_timeout_secs", server.http_session_timeout_secs as usize),
             ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
+            ("server.node_lease_secs", server.node_lease_secs as usize),
         ];
+        if server.engine == EngineKind::Redis && server.durable_history {
+            return Err(ConfigError::Conflict("durable_history is for the memory engine; Redis keeps history itself"));
+        }
         match nonzero.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError::Zero(name)),
             None => Ok(()),

@@ -14,6 +14,8 @@ pub mod transport;
 use std::future::Future;
 use std::sync::Arc;
 
+use config::EngineKind;
+use herald_core::engine::Engine;
 use herald_core::{HistoryStore, Registry, RegistryError};
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
@@ -32,7 +34,12 @@ pub enum ServeError {
     NoApps,
     #[error(transparent)]
     History(#[from] herald_sqlite::OpenError),
+    #[error(transparent)]
+    Redis(#[from] herald_redis::RedisEngineError),
 }
+
+/// How long a stopping node may take to withdraw its presence and counts from the engine.
+const ENGINE_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often expired cache entries of unsubscribed channels are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -50,16 +57,14 @@ pub async fn run(
     if config.apps.is_empty() {
         return Err(ServeError::NoApps);
     }
-    let store: Option<Arc<dyn HistoryStore>> = match config.server.durable_history {
-        true => {
-            let path = config.server.data_dir.join("history.sqlite3");
-            tracing::info!(path = %path.display(), "durable history on");
-            Some(Arc::new(herald_sqlite::SqliteHistory::open(&path)?))
-        }
-        false => None,
+    let engine = engine(&config.server).await?;
+    let registry = match &engine {
+        Some(engine) => Registry::with_engine(config.apps, engine.clone())?,
+        None => Registry::with_store(config.apps, history_store(&config.server)?)?,
     };
-    let registry = Registry::with_store(config.apps, store)?;
-    let state = AppState::new(registry, config.server);
+    let registry = Arc::new(registry);
+    herald_core::cluster::attach(&registry);
+    let state = AppState::new(registry, config.server, engine);
     let sweeper = tokio::spawn(sweep(state.clone()));
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
     let token = state.shutdown.clone();
@@ -81,7 +86,40 @@ pub async fn run(
     for app in state.registry.apps() {
         app.close();
     }
+    if let Some(engine) = &state.engine {
+        match tokio::time::timeout(ENGINE_CLOSE_TIMEOUT, engine.close()).await {
+            Ok(Ok(())) => tracing::info!("left the cluster cleanly"),
+            Ok(Err(error)) => tracing::warn!("could not leave the cluster cleanly (others will time us out): {error}"),
+            Err(_) => tracing::warn!("leaving the cluster timed out (others will time us out)"),
+        }
+    }
     Ok(())
+}
+
+/// The engine `settings` ask for; `None` for the memory engine (this node alone).
+async fn engine(settings: &ServerConfig) -> Result<Option<Arc<dyn Engine>>, ServeError> {
+    match settings.engine {
+        EngineKind::Memory => Ok(None),
+        EngineKind::Redis => {
+            let config = herald_redis::RedisConfig {
+                url: settings.redis_url.clone(),
+                prefix: settings.redis_prefix.clone(),
+                node_lease: Duration::from_secs(settings.node_lease_secs),
+            };
+            let engine = herald_redis::RedisEngine::connect(config).await?;
+            tracing::info!(node = engine.node_id(), prefix = %settings.redis_prefix, "engine: redis");
+            Ok(Some(Arc::new(engine)))
+        }
+    }
+}
+
+fn history_store(settings: &ServerConfig) -> Result<Option<Arc<dyn HistoryStore>>, ServeError> {
+    if !settings.durable_history {
+        return Ok(None);
+    }
+    let path = settings.data_dir.join("history.sqlite3");
+    tracing::info!(path = %path.display(), "durable history on");
+    Ok(Some(Arc::new(herald_sqlite::SqliteHistory::open(&path)?)))
 }
 
 async fn sweep(state: AppState) {

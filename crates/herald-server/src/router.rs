@@ -1,6 +1,7 @@
 //! The route table: one place that says which path goes to which handler.
 
 use axum::Router;
+use axum::http::StatusCode;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
@@ -47,7 +48,7 @@ pub fn router(state: AppState) -> Router {
             post(http_fallback::handle).options(http_fallback::preflight),
         )
         .route("/sse/{key}", get(sse::handle))
-        .route("/up", get(|| async { "OK\n" }))
+        .route("/up", get(up))
         .route("/herald.js", get(herald_js))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -64,4 +65,13 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/apps/{app_id}/channels/{channel}/history", get(history::history))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
         .route_layer(axum::middleware::from_fn_with_state(state, deadline))
+}
+
+/// 200 when this node can serve; 503 while its engine cannot deliver (Redis away, or resubscribing
+/// after a reconnect until a probe came back), so a load balancer sends clients elsewhere.
+async fn up(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.is_ready() {
+        true => (StatusCode::OK, "OK\n"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "NOT READY: engine unavailable\n"),
+    }
 }

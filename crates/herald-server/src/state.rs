@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_core::Registry;
+use herald_core::engine::Engine;
 use parking_lot::Mutex;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -23,19 +24,27 @@ pub struct AppState {
     pub close_pacer: Arc<ClosePacer>,
     /// pusher-js HTTP fallback sessions.
     pub http_sessions: Arc<HttpSessions>,
+    /// The engine shared with other nodes, if any.
+    pub engine: Option<Arc<dyn Engine>>,
 }
 
 impl AppState {
-    pub fn new(registry: Registry, settings: ServerConfig) -> Self {
+    pub fn new(registry: Arc<Registry>, settings: ServerConfig, engine: Option<Arc<dyn Engine>>) -> Self {
         let close_pacer = Arc::new(ClosePacer::new(settings.shutdown_close_rate));
         Self {
-            registry: Arc::new(registry),
+            registry,
             settings: Arc::new(settings),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             close_pacer,
             http_sessions: Arc::default(),
+            engine,
         }
+    }
+
+    /// Whether this node can serve: its engine (if any) delivers.
+    pub fn is_ready(&self) -> bool {
+        self.engine.as_ref().is_none_or(|engine| engine.is_ready())
     }
 
     /// The WebSocket message cap: room for the largest app payload plus envelope, never below

@@ -115,12 +115,33 @@ pub struct ServeArgs {
     /// Keep channel history in DATA_DIR/history.sqlite3 so clients resume across restarts.
     #[arg(long, env = "HERALD_DURABLE_HISTORY")]
     pub durable_history: bool,
+    /// Where state shared between nodes lives [default: memory].
+    #[arg(long, env = "HERALD_ENGINE", value_enum, value_name = "ENGINE")]
+    pub engine: Option<EngineArg>,
+    /// Redis server of the redis engine [default: redis://127.0.0.1:6379].
+    #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel [default: herald].
+    #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Seconds after which a silent node's presence members leave [default: 10].
+    #[arg(long, env = "HERALD_NODE_LEASE_SECS", value_name = "SECS")]
+    pub node_lease_secs: Option<u64>,
     /// Seconds of client silence before a ping, announced to clients [default: 120].
     #[arg(long, env = "HERALD_ACTIVITY_TIMEOUT", value_name = "SECS")]
     pub activity_timeout: Option<u64>,
     /// Log format; the level filter comes from HERALD_LOG (e.g. "info", "herald_core=debug").
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--engine`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EngineArg {
+    /// This node alone (the embedded default).
+    Memory,
+    /// Several nodes sharing one Redis.
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

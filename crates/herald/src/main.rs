@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 use clap::Parser;
 use herald_core::AppConfig;
-use herald_server::config::{DEFAULT_CONFIG, parse_app_spec};
+use herald_server::config::{DEFAULT_CONFIG, EngineKind, parse_app_spec};
 use herald_server::{Config, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, LogFormat, ServeArgs};
+use cli::{Cli, Command, EngineArg, LogFormat, ServeArgs};
 
 /// Credentials of the app served when none is configured; only ever on loopback.
 const DEV_APP: (&str, &str, &str) = ("1", "herald-dev-key", "herald-dev-secret");
@@ -118,6 +118,21 @@ fn apply_overrides(server: &mut ServerConfig, args: &ServeArgs) {
     }
     if let Some(secs) = args.activity_timeout {
         server.activity_timeout_secs = secs;
+    }
+    if let Some(engine) = args.engine {
+        server.engine = match engine {
+            EngineArg::Memory => EngineKind::Memory,
+            EngineArg::Redis => EngineKind::Redis,
+        };
+    }
+    if let Some(url) = &args.redis_url {
+        server.redis_url = url.clone();
+    }
+    if let Some(prefix) = &args.redis_prefix {
+        server.redis_prefix = prefix.clone();
+    }
+    if let Some(secs) = args.node_lease_secs {
+        server.node_lease_secs = secs;
     }
 }
 

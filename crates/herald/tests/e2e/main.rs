@@ -4,9 +4,11 @@
 mod api;
 mod channels;
 mod cli;
+mod cluster;
 mod fixtures;
 mod limits;
 mod recovery;
+mod redis_server;
 mod sse;
 mod support;
 mod users;

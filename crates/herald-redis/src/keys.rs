@@ -1,0 +1,107 @@
+//! Where everything lives in Redis.
+//!
+//! Every key and pub/sub channel starts with the deployment's prefix, so deployments sharing one
+//! Redis never meet. A channel's keys share one hash tag, `{<app>:<channel>}`, so that the script
+//! that publishes to it touches a single slot (Redis Cluster) and its pub/sub channel hashes there
+//! too. Channel names cannot contain `:` or braces (the protocol forbids them), so the app id and
+//! channel name split back apart at the last `:`.
+
+/// Names for one deployment (one prefix).
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+/// Keys of one channel.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelKeys {
+    /// Also the channel's pub/sub name.
+    pub tag: String,
+}
+
+impl ChannelKeys {
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.tag)
+    }
+    pub fn history(&self) -> String {
+        format!("{}:hist", self.tag)
+    }
+    pub fn cache(&self) -> String {
+        format!("{}:cache", self.tag)
+    }
+    /// node id → this node's subscription count.
+    pub fn subscriptions(&self) -> String {
+        format!("{}:subs", self.tag)
+    }
+    /// user id → user_info of every presence member.
+    pub fn members(&self) -> String {
+        format!("{}:pm", self.tag)
+    }
+    /// "user\nnode" → 1 for each node holding a socket of the user.
+    pub fn member_nodes(&self) -> String {
+        format!("{}:pn", self.tag)
+    }
+    /// user id → how many nodes hold a socket of the user.
+    pub fn member_counts(&self) -> String {
+        format!("{}:pc", self.tag)
+    }
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn channel(&self, app: &str, channel: &str) -> ChannelKeys {
+        ChannelKeys { tag: format!("{}:{{{app}:{channel}}}", self.prefix) }
+    }
+
+    /// The app and channel a pub/sub name belongs to, if it is one of this prefix's channels.
+    pub fn parse_channel<'a>(&self, pubsub: &'a str) -> Option<(&'a str, &'a str)> {
+        let inner = pubsub.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix('}')?;
+        inner.rsplit_once(':')
+    }
+
+    /// Channels of an app that had subscribers (a hint; counts say which still do).
+    pub fn app_channels(&self, app: &str) -> String {
+        format!("{}:{{{app}}}:channels", self.prefix)
+    }
+
+    /// Control messages for every node (terminate a user).
+    pub fn control(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    /// Sorted set: node id → lease expiry (unix ms).
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// What a node holds, so that others can withdraw it when the node dies.
+    pub fn node_presence(&self, node: &str) -> String {
+        format!("{}:node:{node}:presence", self.prefix)
+    }
+    pub fn node_subscriptions(&self, node: &str) -> String {
+        format!("{}:node:{node}:subs", self.prefix)
+    }
+
+    /// A node's own channel, which proves delivery works.
+    pub fn probe(&self, node: &str) -> String {
+        format!("{}:probe:{node}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip_and_share_a_hash_tag() {
+        let keys = Keys::new("herald");
+        let channel = keys.channel("app:1", "presence-room");
+        assert_eq!(channel.tag, "herald:{app:1:presence-room}");
+        assert_eq!(keys.parse_channel(&channel.tag), Some(("app:1", "presence-room")));
+        assert!(channel.meta().starts_with(&channel.tag) && channel.members().starts_with(&channel.tag));
+        assert_eq!(Keys::new("other").parse_channel(&channel.tag), None, "another prefix's channel");
+    }
+}
