@@ -69,6 +69,8 @@ impl std::fmt::Debug for RedisEngine {
 }
 
 type ChannelKey = (String, String);
+/// (app, channel, user id) of a presence member this node holds.
+pub(crate) type MemberKey = (String, String, String);
 
 pub(crate) struct Inner {
     id: String,
@@ -82,7 +84,7 @@ pub(crate) struct Inner {
     presence: mpsc::UnboundedSender<upkeep::PresenceChange>,
     counts: Mutex<Counts>,
     /// Presence members this node holds: (app, channel, user) → (user_info, socket that joined).
-    held: Mutex<HashMap<(String, String, String), (Option<String>, SocketId)>>,
+    held: Mutex<HashMap<MemberKey, (Option<String>, SocketId)>>,
 }
 
 #[derive(Default)]

@@ -111,8 +111,7 @@ async fn withdraw(inner: &Inner, node: &str) -> Result<(), redis::RedisError> {
         }
     }
     let subscription_index = inner.keys.node_subscriptions(node);
-    let entries: Vec<String> =
-        redis::cmd("SMEMBERS").arg(&subscription_index).query_async(&mut inner.conn()).await?;
+    let entries: Vec<String> = redis::cmd("SMEMBERS").arg(&subscription_index).query_async(&mut inner.conn()).await?;
     let mut pipe = redis::pipe();
     for entry in entries {
         if let Ok((app, channel)) = serde_json::from_str::<(String, String)>(&entry) {
@@ -165,7 +164,9 @@ pub(crate) async fn run_presence(inner: Arc<Inner>, mut changes: mpsc::Unbounded
         let mut delay = Duration::from_millis(100);
         loop {
             let done = match &change {
-                PresenceChange::Join { key, user_info, socket } => join(&inner, key, user_info.as_deref(), *socket).await,
+                PresenceChange::Join { key, user_info, socket } => {
+                    join(&inner, key, user_info.as_deref(), *socket).await
+                }
                 PresenceChange::Leave { key: (app, channel, user) } => {
                     let entry = serde_json::to_string(&(app, channel, user)).unwrap_or_default();
                     let unindex = redis::cmd("SREM")
@@ -216,7 +217,12 @@ pub(crate) async fn withdraw_self(inner: &Inner) -> Result<(), EngineError> {
     }
     inner.counts.lock().current.clear();
     withdraw(inner, &inner.id).await.map_err(unavailable)?;
-    redis::cmd("ZREM").arg(inner.keys.nodes()).arg(&inner.id).query_async::<()>(&mut inner.conn()).await.map_err(unavailable)
+    redis::cmd("ZREM")
+        .arg(inner.keys.nodes())
+        .arg(&inner.id)
+        .query_async::<()>(&mut inner.conn())
+        .await
+        .map_err(unavailable)
 }
 
 /// Occupied channels of `app` starting with `prefix`, with counts summed over nodes.
@@ -238,8 +244,7 @@ pub(crate) async fn occupied(
         subscriptions.hvals(keys.subscriptions());
         members.hlen(keys.members());
     }
-    let subscriptions: Vec<Vec<usize>> =
-        subscriptions.query_async(&mut inner.conn()).await.map_err(unavailable)?;
+    let subscriptions: Vec<Vec<usize>> = subscriptions.query_async(&mut inner.conn()).await.map_err(unavailable)?;
     let members: Vec<usize> = members.query_async(&mut inner.conn()).await.map_err(unavailable)?;
     let replies = subscriptions.into_iter().zip(members);
     let mut found = Vec::new();

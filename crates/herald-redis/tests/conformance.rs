@@ -70,7 +70,8 @@ struct OnRedis {
 impl Factory for OnRedis {
     fn node<'a>(&'a self, prefix: &'a str) -> Pin<Box<dyn Future<Output = Arc<dyn Engine>> + Send + 'a>> {
         Box::pin(async move {
-            let config = RedisConfig { url: self.redis.url.clone(), prefix: prefix.to_owned(), node_lease: self.lease() };
+            let config =
+                RedisConfig { url: self.redis.url.clone(), prefix: prefix.to_owned(), node_lease: self.lease() };
             let engine: Arc<dyn Engine> = Arc::new(RedisEngine::connect(config).await.unwrap());
             // Ready means subscribed and probed.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -1,8 +1,8 @@
 //! The route table: one place that says which path goes to which handler.
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use crate::api::{channels, events, history, users};
