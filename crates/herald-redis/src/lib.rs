@@ -8,6 +8,7 @@
 //! renews this node's lease and withdraws the presence and counts of nodes whose lease ran out.
 //! What must be atomic is a Lua script ([`scripts`]); where everything lives is [`keys`].
 
+mod connection;
 mod keys;
 mod listener;
 mod scripts;
@@ -23,10 +24,10 @@ use herald_core::engine::{Engine, EngineError, EngineFuture, Message, Node, Reco
 use herald_core::hub::ChannelCounts;
 use herald_protocol::SocketId;
 use parking_lot::{Mutex, RwLock};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::connection::{Conn, Target};
 use crate::keys::Keys;
 
 /// How long a channel's serial counter outlives its last publish or subscribe. After that the
@@ -36,7 +37,8 @@ const META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How to reach Redis and how this deployment is named there.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, `redis+unix:///path`.
+    /// `redis://[user:password@]host:port[/db]`, `redis+unix:///path`, or a Redis Cluster as
+    /// `redis+cluster://[user:password@]host1:port1,host2:port2`.
     pub url: String,
     /// Starts every key and pub/sub channel: deployments with different prefixes never meet.
     pub prefix: String,
@@ -75,8 +77,8 @@ pub(crate) type MemberKey = (String, String, String);
 pub(crate) struct Inner {
     id: String,
     keys: Keys,
-    client: redis::Client,
-    conn: ConnectionManager,
+    target: Target,
+    conn: Conn,
     node: RwLock<Option<Weak<dyn Node>>>,
     ready: AtomicBool,
     lease: Duration,
@@ -115,20 +117,14 @@ impl RedisEngine {
         if !valid_prefix(&config.prefix) {
             return Err(RedisEngineError::InvalidPrefix);
         }
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| RedisEngineError::Url(e.to_string()))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), manager)
-            .await
-            .map_err(|e| RedisEngineError::Connect(e.to_string()))?;
+        let target = Target::parse(&config.url)?;
+        let conn = target.commands().await?;
         let (listen, listen_rx) = mpsc::unbounded_channel();
         let (presence, presence_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             id: format!("{:016x}", rand::random::<u64>()),
             keys: Keys::new(&config.prefix),
-            client,
+            target,
             conn,
             node: RwLock::new(None),
             ready: AtomicBool::new(false),
@@ -167,7 +163,7 @@ impl Inner {
         self.node.read().as_ref().and_then(Weak::upgrade)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -216,12 +212,10 @@ impl Inner {
 
     async fn counts(&self, app: &str, channel: &str) -> Result<ChannelCounts, EngineError> {
         let keys = self.keys.channel(app, channel);
-        let (subscriptions, users): (Vec<usize>, usize) = redis::pipe()
-            .hvals(keys.subscriptions())
-            .hlen(keys.members())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let subscriptions: Vec<usize> =
+            redis::cmd("HVALS").arg(keys.subscriptions()).query_async(&mut self.conn()).await.map_err(unavailable)?;
+        let users: usize =
+            redis::cmd("HLEN").arg(keys.members()).query_async(&mut self.conn()).await.map_err(unavailable)?;
         Ok(ChannelCounts { subscription_count: subscriptions.iter().sum(), user_count: users })
     }
 }
@@ -244,7 +238,8 @@ impl Engine for RedisEngine {
             .arg(retention.max_age_ms.max(1))
             .arg(META_TTL.as_millis() as u64)
             .arg(retention.cache_ttl_ms)
-            .arg(&keys.tag);
+            .arg(&keys.tag)
+            .arg(self.inner.target.publish_command());
         let mut conn = self.inner.conn();
         Box::pin(async move { invocation.invoke_async(&mut conn).await.map_err(unavailable) })
     }

@@ -15,8 +15,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use herald_core::engine::Retention;
 use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
+use crate::connection::Target;
 use crate::{Inner, upkeep, wire};
 
 /// Channels subscribed per SUBSCRIBE command.
@@ -37,11 +40,26 @@ pub(crate) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
     let mut wanted = Wanted::new();
     let mut backoff = Duration::from_millis(100);
     let mut reconnect = false;
+    let mut kept: Option<Link> = None;
     loop {
         inner.ready.store(false, Ordering::Release);
         take_commands(&inner, &mut commands, &mut wanted);
-        match connect(&inner, &wanted).await {
-            Ok((sink, stream)) => {
+        let link = match kept.take() {
+            Some(link) => Ok(link),
+            None => Link::open(&inner).await,
+        };
+        let prepared = match link {
+            Ok(mut link) => match prepare(&inner, &mut link, &wanted).await {
+                Ok(()) => Ok(link),
+                Err(error) => {
+                    kept = link.reusable().then_some(link);
+                    Err(error)
+                }
+            },
+            Err(error) => Err(error),
+        };
+        match prepared {
+            Ok(mut link) => {
                 backoff = Duration::from_millis(100);
                 if reconnect {
                     tracing::info!(node = %inner.id, channels = wanted.len(), "redis pub/sub back; resyncing");
@@ -51,8 +69,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
                 for (app, channel, retention) in wanted.values() {
                     spawn_snapshot(&inner, app, channel, *retention);
                 }
-                serve(&inner, sink, stream, &mut commands, &mut wanted).await;
+                serve(&inner, &mut link, &mut commands, &mut wanted).await;
                 tracing::warn!(node = %inner.id, "redis pub/sub connection lost; reconnecting");
+                kept = link.reusable().then_some(link);
             }
             Err(error) => {
                 tracing::warn!(node = %inner.id, "redis pub/sub unavailable: {error}");
@@ -95,28 +114,28 @@ enum Change {
     None,
 }
 
-/// Connects, subscribes to everything wanted, and waits for this node's probe to come back.
-async fn connect(inner: &Inner, wanted: &Wanted) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
-    let (mut sink, mut stream) = inner.client.get_async_pubsub().await?.split();
+/// Subscribes to everything wanted and waits for this node's probe to come back.
+async fn prepare(inner: &Inner, link: &mut Link, wanted: &Wanted) -> Result<(), redis::RedisError> {
     let probe = inner.keys.probe(&inner.id);
-    sink.subscribe(&[inner.keys.control(), probe.clone()]).await?;
+    link.subscribe_control(&inner.keys.control(), &probe).await?;
     let names: Vec<&String> = wanted.keys().collect();
     for batch in names.chunks(BATCH) {
-        sink.subscribe(batch).await?;
+        link.subscribe(batch).await?;
     }
     let token = format!("{:016x}", rand::random::<u64>());
-    redis::cmd("PUBLISH").arg(&probe).arg(&token).query_async::<()>(&mut inner.conn()).await?;
+    redis::cmd(inner.target.publish_command()).arg(&probe).arg(&token).query_async::<()>(&mut inner.conn()).await?;
     let wait = async {
-        while let Some(message) = stream.next().await {
-            if message.get_channel_name() == probe && message.get_payload_bytes() == token.as_bytes() {
-                return true;
+        loop {
+            match link.next().await {
+                Event::Message { channel, payload } if channel == probe && payload == token.as_bytes() => return true,
+                Event::Message { channel, payload } => dispatch(inner, &channel, &payload),
+                Event::Moved(_) | Event::Other => {}
+                Event::Lost => return false,
             }
-            dispatch(inner, &message);
         }
-        false
     };
     match tokio::time::timeout(PROBE_TIMEOUT, wait).await {
-        Ok(true) => Ok((sink, stream)),
+        Ok(true) => Ok(()),
         _ => Err(redis::RedisError::from((redis::ErrorKind::Io, "the probe message did not come back"))),
     }
 }
@@ -124,16 +143,27 @@ async fn connect(inner: &Inner, wanted: &Wanted) -> Result<(PubSubSink, PubSubSt
 /// Delivers messages and follows the hub's wishes until the connection drops.
 async fn serve(
     inner: &Arc<Inner>,
-    mut sink: PubSubSink,
-    mut stream: PubSubStream,
+    link: &mut Link,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     wanted: &mut Wanted,
 ) {
     loop {
         tokio::select! {
-            message = stream.next() => match message {
-                Some(message) => dispatch(inner, &message),
-                None => return,
+            event = link.next() => match event {
+                Event::Message { channel, payload } => dispatch(inner, &channel, &payload),
+                Event::Moved(name) => {
+                    // A slot moved (cluster): the server dropped our subscription. Take it again
+                    // and re-snapshot, since messages may have been missed in between.
+                    if let Some((app, channel, retention)) = wanted.get(&name) {
+                        tracing::info!(%app, %channel, "sharded subscription dropped by the server; renewing");
+                        if link.subscribe(&[&name]).await.is_err() {
+                            return;
+                        }
+                        spawn_snapshot(inner, app, channel, *retention);
+                    }
+                }
+                Event::Other => {}
+                Event::Lost => return,
             },
             command = commands.recv() => {
                 let Some(command) = command else { return };
@@ -141,7 +171,7 @@ async fn serve(
                 while let Ok(more) = commands.try_recv() {
                     batch.push(more);
                 }
-                if change(inner, &mut sink, batch, wanted).await.is_err() {
+                if change(inner, link, batch, wanted).await.is_err() {
                     return;
                 }
             }
@@ -152,7 +182,7 @@ async fn serve(
 /// Sends one round of subscribe/unsubscribe, then snapshots every channel that asked for one.
 async fn change(
     inner: &Arc<Inner>,
-    sink: &mut PubSubSink,
+    link: &mut Link,
     batch: Vec<Command>,
     wanted: &mut Wanted,
 ) -> Result<(), redis::RedisError> {
@@ -162,11 +192,11 @@ async fn change(
         match change {
             Change::Start { name, new } => {
                 if new {
-                    sink.subscribe(&name).await?;
+                    link.subscribe(&[&name]).await?;
                 }
                 snapshots.push(name);
             }
-            Change::Stop(name) => sink.unsubscribe(&name).await?,
+            Change::Stop(name) => link.unsubscribe(&name).await?,
             Change::None => {}
         }
     }
@@ -176,6 +206,114 @@ async fn change(
         }
     }
     Ok(())
+}
+
+/// What the pub/sub link reported.
+enum Event {
+    Message {
+        channel: String,
+        payload: Vec<u8>,
+    },
+    /// The server dropped a sharded subscription we did not give up (slot migration).
+    Moved(String),
+    /// Confirmations and the like.
+    Other,
+    /// The connection is gone: messages may have been missed.
+    Lost,
+}
+
+/// The pub/sub connection: plain SUBSCRIBE on one server, SSUBSCRIBE (sharded, routed to the
+/// slot's owner) in a cluster, where the control channel stays on the cluster-wide bus.
+enum Link {
+    Single { sink: PubSubSink, stream: PubSubStream },
+    Cluster { conn: ClusterConnection, pushes: mpsc::UnboundedReceiver<PushInfo> },
+}
+
+impl Link {
+    async fn open(inner: &Inner) -> Result<Self, redis::RedisError> {
+        match &inner.target {
+            Target::Single(client) => {
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Ok(Self::Single { sink, stream })
+            }
+            Target::Cluster(nodes) => {
+                let (conn, pushes) = Target::cluster_subscriber(nodes).await?;
+                Ok(Self::Cluster { conn, pushes })
+            }
+        }
+    }
+
+    /// A cluster link reconnects by itself and is kept; a single server's is opened afresh.
+    fn reusable(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
+    }
+
+    async fn subscribe_control(&mut self, control: &str, probe: &str) -> Result<(), redis::RedisError> {
+        match self {
+            Self::Single { sink, .. } => sink.subscribe(&[control, probe]).await,
+            Self::Cluster { conn, .. } => {
+                conn.subscribe(control).await?;
+                conn.ssubscribe(probe).await
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, names: &[&String]) -> Result<(), redis::RedisError> {
+        match self {
+            Self::Single { sink, .. } => sink.subscribe(names).await,
+            Self::Cluster { conn, .. } => {
+                // Sharded names of different slots live on different servers: one at a time.
+                for name in names {
+                    conn.ssubscribe(*name).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, name: &str) -> Result<(), redis::RedisError> {
+        match self {
+            Self::Single { sink, .. } => sink.unsubscribe(name).await,
+            Self::Cluster { conn, .. } => conn.sunsubscribe(name).await,
+        }
+    }
+
+    async fn next(&mut self) -> Event {
+        match self {
+            Self::Single { stream, .. } => match stream.next().await {
+                Some(message) => Event::Message {
+                    channel: message.get_channel_name().to_owned(),
+                    payload: message.get_payload_bytes().to_vec(),
+                },
+                None => Event::Lost,
+            },
+            Self::Cluster { pushes, .. } => match pushes.recv().await {
+                None => Event::Lost,
+                Some(push) => match push.kind {
+                    PushKind::Disconnection => Event::Lost,
+                    PushKind::Message | PushKind::SMessage => match push.data.as_slice() {
+                        [channel, payload, ..] => Event::Message {
+                            channel: bulk(channel).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+                            payload: bulk(payload).map(<[u8]>::to_vec).unwrap_or_default(),
+                        },
+                        _ => Event::Other,
+                    },
+                    PushKind::SUnsubscribe => match push.data.first().and_then(bulk) {
+                        Some(name) => Event::Moved(String::from_utf8_lossy(name).into_owned()),
+                        None => Event::Other,
+                    },
+                    _ => Event::Other,
+                },
+            },
+        }
+    }
+}
+
+fn bulk(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        _ => None,
+    }
 }
 
 /// Takes the channel's snapshot (after its subscription is acknowledged) and installs it.
@@ -202,12 +340,11 @@ fn spawn_snapshot(inner: &Arc<Inner>, app: &str, channel: &str, retention: Reten
     });
 }
 
-fn dispatch(inner: &Inner, message: &redis::Msg) {
-    let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
+fn dispatch(inner: &Inner, name: &str, payload: &[u8]) {
+    let Ok(text) = std::str::from_utf8(payload) else {
         return tracing::warn!("dropped a non-UTF-8 pub/sub message");
     };
     let Some(node) = inner.node() else { return };
-    let name = message.get_channel_name();
     if name == inner.keys.control() {
         if let Some((app, user_id)) = wire::parse_terminate(text) {
             node.terminate_user(&app, &user_id);

@@ -10,7 +10,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// KEYS: meta, history, cache. ARGV: epoch if new, payload, keep, history ttl ms, meta ttl ms,
-/// cache ttl ms (0: not a cache channel), pub/sub channel. Returns the serial.
+/// cache ttl ms (0: not a cache channel), pub/sub channel, publish command (SPUBLISH in a
+/// cluster). Returns the serial.
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -33,7 +34,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if tonumber(ARGV[6]) > 0 then
   redis.call('SET', KEYS[3], msg, 'PX', ARGV[6])
 end
-redis.call('PUBLISH', ARGV[7], msg)
+redis.call(ARGV[8], ARGV[7], msg)
 return serial
 ",
     )
@@ -59,14 +60,14 @@ return {epoch, head, redis.call('LRANGE', KEYS[2], 0, -1), cached, redis.call('H
 });
 
 /// KEYS: members, member nodes, member counts. ARGV: user, node, user_info, pub/sub channel,
-/// message. Returns 1 when the user became a member.
+/// message, publish command. Returns 1 when the user became a member.
 pub(crate) static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HSETNX', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 1) == 0 then return 0 end
 if redis.call('HINCRBY', KEYS[3], ARGV[1], 1) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+  redis.call(ARGV[6], ARGV[4], ARGV[5])
   return 1
 end
 return 0
@@ -74,8 +75,8 @@ return 0
     )
 });
 
-/// KEYS: members, member nodes, member counts. ARGV: user, node, pub/sub channel, message.
-/// Returns 1 when the user stopped being a member.
+/// KEYS: members, member nodes, member counts. ARGV: user, node, pub/sub channel, message,
+/// publish command. Returns 1 when the user stopped being a member.
 pub(crate) static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -83,7 +84,7 @@ if redis.call('HDEL', KEYS[2], ARGV[1] .. '\n' .. ARGV[2]) == 0 then return 0 en
 if redis.call('HINCRBY', KEYS[3], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('HDEL', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  redis.call(ARGV[5], ARGV[3], ARGV[4])
   return 1
 end
 return 0

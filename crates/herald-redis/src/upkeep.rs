@@ -62,21 +62,21 @@ async fn flush_counts(inner: &Inner) {
     if dirty.is_empty() {
         return;
     }
-    let mut pipe = redis::pipe();
+    let mut commands = Vec::new();
     let index = inner.keys.node_subscriptions(&inner.id);
     for ((app, channel), count) in &dirty {
         let keys = inner.keys.channel(app, channel);
         let member = serde_json::to_string(&(app, channel)).unwrap_or_default();
         if *count > 0 {
-            pipe.hset(keys.subscriptions(), &inner.id, *count).ignore();
-            pipe.sadd(inner.keys.app_channels(app), channel).ignore();
-            pipe.sadd(&index, member).ignore();
+            commands.push(redis::cmd("HSET").arg(keys.subscriptions()).arg(&inner.id).arg(*count).take());
+            commands.push(redis::cmd("SADD").arg(inner.keys.app_channels(app)).arg(channel).take());
+            commands.push(redis::cmd("SADD").arg(&index).arg(member).take());
         } else {
-            pipe.hdel(keys.subscriptions(), &inner.id).ignore();
-            pipe.srem(&index, member).ignore();
+            commands.push(redis::cmd("HDEL").arg(keys.subscriptions()).arg(&inner.id).take());
+            commands.push(redis::cmd("SREM").arg(&index).arg(member).take());
         }
     }
-    if let Err(error) = pipe.query_async::<()>(&mut inner.conn()).await {
+    if let Err(error) = inner.conn().run_all::<redis::Value>(commands).await {
         tracing::warn!(node = %inner.id, "subscription counts not flushed, will retry: {error}");
         inner.counts.lock().dirty.extend(dirty.into_iter().map(|(key, _)| key));
     }
@@ -112,14 +112,15 @@ async fn withdraw(inner: &Inner, node: &str) -> Result<(), redis::RedisError> {
     }
     let subscription_index = inner.keys.node_subscriptions(node);
     let entries: Vec<String> = redis::cmd("SMEMBERS").arg(&subscription_index).query_async(&mut inner.conn()).await?;
-    let mut pipe = redis::pipe();
+    let mut commands = Vec::new();
     for entry in entries {
         if let Ok((app, channel)) = serde_json::from_str::<(String, String)>(&entry) {
-            pipe.hdel(inner.keys.channel(&app, &channel).subscriptions(), node).ignore();
+            commands.push(redis::cmd("HDEL").arg(inner.keys.channel(&app, &channel).subscriptions()).arg(node).take());
         }
     }
-    pipe.del(&presence_index).ignore().del(&subscription_index).ignore();
-    pipe.query_async::<()>(&mut inner.conn()).await
+    commands.push(redis::cmd("DEL").arg(&presence_index).take());
+    commands.push(redis::cmd("DEL").arg(&subscription_index).take());
+    inner.conn().run_all::<redis::Value>(commands).await.map(drop)
 }
 
 async fn leave(inner: &Inner, app: &str, channel: &str, user: &str, node: &str) -> Result<(), redis::RedisError> {
@@ -132,6 +133,7 @@ async fn leave(inner: &Inner, app: &str, channel: &str, user: &str, node: &str) 
         .arg(node)
         .arg(&keys.tag)
         .arg(wire::member_removed(user))
+        .arg(inner.target.publish_command())
         .invoke_async::<()>(&mut inner.conn())
         .await
 }
@@ -154,6 +156,7 @@ async fn join(
         .arg(user_info.unwrap_or(""))
         .arg(&keys.tag)
         .arg(wire::member_added(user, user_info, socket))
+        .arg(inner.target.publish_command())
         .invoke_async::<()>(&mut inner.conn())
         .await
 }
@@ -238,14 +241,23 @@ pub(crate) async fn occupied(
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let (mut subscriptions, mut members) = (redis::pipe(), redis::pipe());
-    for name in &names {
-        let keys = inner.keys.channel(app, name);
-        subscriptions.hvals(keys.subscriptions());
-        members.hlen(keys.members());
-    }
-    let subscriptions: Vec<Vec<usize>> = subscriptions.query_async(&mut inner.conn()).await.map_err(unavailable)?;
-    let members: Vec<usize> = members.query_async(&mut inner.conn()).await.map_err(unavailable)?;
+    let subscriptions: Vec<Vec<usize>> = inner
+        .conn()
+        .run_all(
+            names
+                .iter()
+                .map(|name| redis::cmd("HVALS").arg(inner.keys.channel(app, name).subscriptions()).take())
+                .collect(),
+        )
+        .await
+        .map_err(unavailable)?;
+    let members: Vec<usize> = inner
+        .conn()
+        .run_all(
+            names.iter().map(|name| redis::cmd("HLEN").arg(inner.keys.channel(app, name).members()).take()).collect(),
+        )
+        .await
+        .map_err(unavailable)?;
     let replies = subscriptions.into_iter().zip(members);
     let mut found = Vec::new();
     for (name, (subscriptions, users)) in names.into_iter().zip(replies) {

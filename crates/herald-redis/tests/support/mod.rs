@@ -1,0 +1,154 @@
+//! Private Redis servers for tests: one server on a Unix socket, or a 3-master cluster on free
+//! loopback ports. Each is stopped (by the PIDs it started) when dropped.
+#![allow(dead_code, reason = "each test binary uses part of the support module")]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("herald-{name}-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn redis_server(args: &[&str], dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args(["--save", "", "--appendonly", "no"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt-get install redis-server)")
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One private server on a Unix socket, or the server named by `HERALD_TEST_REDIS_URL`.
+pub struct Redis {
+    pub url: String,
+    child: Option<Child>,
+    _dir: Option<TempDir>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        if let Ok(url) = std::env::var("HERALD_TEST_REDIS_URL") {
+            return Self { url, child: None, _dir: None };
+        }
+        let dir = TempDir::new("redis");
+        let socket = dir.0.join("redis.sock");
+        let socket_arg = socket.display().to_string();
+        let child = redis_server(&["--port", "0", "--unixsocket", &socket_arg], &dir.0);
+        wait_until("redis-server did not start", || socket.exists());
+        Self { url: format!("redis+unix://{}", socket.display()), child: Some(child), _dir: Some(dir) }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port that is free, and whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = 20_000 + (rand::random::<u16>() % 25_000);
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+/// Three masters in cluster mode on loopback, every slot assigned.
+pub struct Cluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let dir = TempDir::new("redis-cluster");
+        let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
+        let children = ports
+            .iter()
+            .map(|port| {
+                let node_dir = dir.0.join(port.to_string());
+                std::fs::create_dir_all(&node_dir).expect("node dir");
+                let port = port.to_string();
+                let args = [
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                ];
+                redis_server(&args, &node_dir)
+            })
+            .collect();
+        for port in &ports {
+            wait_until("cluster node did not start", || Self::cli(*port, &["PING"]).trim() == "PONG");
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for port in &ports {
+            wait_until("cluster did not become ok", || {
+                Self::cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
+        Self { ports, children, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` and returns what it printed.
+    pub fn cli(port: u16, args: &[&str]) -> String {
+        let output = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
