@@ -37,8 +37,9 @@ const META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How to reach Redis and how this deployment is named there.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, `redis+unix:///path`, or a Redis Cluster as
-    /// `redis+cluster://[user:password@]host1:port1,host2:port2`.
+    /// `redis://[user:password@]host:port[/db]`, `redis+unix:///path`, a Redis Cluster as
+    /// `redis+cluster://[user:password@]host1:port1,host2:port2`, or the master a set of Sentinels
+    /// names as `redis+sentinel://[user:password@]host1:26379,host2:26379/service`.
     pub url: String,
     /// Starts every key and pub/sub channel: deployments with different prefixes never meet.
     pub prefix: String,
@@ -78,7 +79,10 @@ pub(crate) struct Inner {
     id: String,
     keys: Keys,
     target: Target,
-    conn: Conn,
+    /// Replaced when the Sentinels name a new master.
+    conn: RwLock<Conn>,
+    /// The server `conn` talks to (Sentinel: the master it was resolved to).
+    server: parking_lot::Mutex<String>,
     node: RwLock<Option<Weak<dyn Node>>>,
     ready: AtomicBool,
     lease: Duration,
@@ -124,8 +128,9 @@ impl RedisEngine {
         let inner = Arc::new(Inner {
             id: format!("{:016x}", rand::random::<u64>()),
             keys: Keys::new(&config.prefix),
+            server: parking_lot::Mutex::new(String::new()),
             target,
-            conn,
+            conn: RwLock::new(conn),
             node: RwLock::new(None),
             ready: AtomicBool::new(false),
             lease: config.node_lease.max(Duration::from_secs(1)),
@@ -164,7 +169,7 @@ impl Inner {
     }
 
     fn conn(&self) -> Conn {
-        self.conn.clone()
+        self.conn.read().clone()
     }
 
     /// The channel's state; creates its epoch when `create` (a node starting to listen).
@@ -318,5 +323,23 @@ impl Engine for RedisEngine {
 
     fn close(&self) -> EngineFuture<'_, ()> {
         Box::pin(async move { upkeep::withdraw_self(&self.inner).await })
+    }
+}
+
+impl Inner {
+    /// Points the command connection at `client`'s server when it is not there already (the
+    /// Sentinels named a new master).
+    async fn follow(&self, client: &redis::Client) -> redis::RedisResult<()> {
+        let address = client.get_connection_info().addr().to_string();
+        if *self.server.lock() == address {
+            return Ok(());
+        }
+        if !self.server.lock().is_empty() {
+            tracing::warn!(node = %self.id, %address, "following a new Redis master");
+        }
+        let conn = Target::manager(client.clone()).await?;
+        *self.conn.write() = conn;
+        *self.server.lock() = address;
+        Ok(())
     }
 }

@@ -232,7 +232,9 @@ enum Link {
 impl Link {
     async fn open(inner: &Inner) -> Result<Self, redis::RedisError> {
         match &inner.target {
-            Target::Single(client) => {
+            Target::Single(_) | Target::Sentinel { .. } => {
+                let client = inner.target.resolve().await?;
+                inner.follow(&client).await?;
                 let (sink, stream) = client.get_async_pubsub().await?.split();
                 Ok(Self::Single { sink, stream })
             }

@@ -74,3 +74,29 @@ async fn every_promise_of_the_engine_contract_holds_on_a_redis_cluster() {
     let owner = Cluster::cli(holders[0], &["EXISTS", &format!("{tag}:meta")]);
     assert_eq!(owner.trim(), "1", "the meta key is on the slot's owner");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_moves_every_node_to_the_new_master() {
+    let mut sentinels = support::Sentinels::start();
+    let factory = OnRedis { url: sentinels.url() };
+    conformance::serials_in_order_on_every_node(&factory).await;
+    let mut a = TestNode::new(&factory, "failover").await;
+    let mut b = TestNode::new(&factory, "failover").await;
+    a.listen("app", "news").await;
+    b.listen("app", "news").await;
+    assert_eq!(a.engine.publish("app", "news", message("before"), RETENTION).await.unwrap(), 1);
+    assert_eq!(b.serials("news", 1).await, vec![1]);
+
+    sentinels.fail_over();
+    // Each node loses its pub/sub connection, asks the Sentinel again, and re-snapshots.
+    for node in [&mut a, &mut b] {
+        node.wait_for(Duration::from_secs(30), "a snapshot from the new master", |seen| match seen {
+            conformance::Seen::Installed { channel, .. } if channel == "news" => Some(()),
+            _ => None,
+        })
+        .await;
+        assert!(node.engine.is_ready());
+    }
+    let serial = a.engine.publish("app", "news", message("after"), RETENTION).await.unwrap();
+    assert_eq!(b.serials("news", 1).await, vec![serial], "delivery works through the new master");
+}

@@ -152,3 +152,84 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A master, one replica and one Sentinel watching them as `mymaster`, on free loopback ports.
+pub struct Sentinels {
+    pub master: u16,
+    pub replica: u16,
+    pub sentinel: u16,
+    master_child: Option<Child>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+impl Sentinels {
+    pub fn start() -> Self {
+        let dir = TempDir::new("redis-sentinel");
+        let (master, replica, sentinel) = (free_cluster_port(), free_cluster_port(), free_cluster_port());
+        let server = |port: u16, extra: &[&str]| {
+            let node_dir = dir.0.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let port = port.to_string();
+            let mut args = vec!["--port", &port, "--bind", "127.0.0.1"];
+            args.extend_from_slice(extra);
+            redis_server(&args, &node_dir)
+        };
+        let master_child = server(master, &[]);
+        wait_until("master did not start", || Cluster::cli(master, &["PING"]).trim() == "PONG");
+        let master_port = master.to_string();
+        let replica_child = server(replica, &["--replicaof", "127.0.0.1", &master_port]);
+        wait_until("replica did not sync", || {
+            Cluster::cli(replica, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        let conf = dir.0.join("sentinel.conf");
+        let text = format!(
+            "port {sentinel}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n"
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let sentinel_child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        wait_until("sentinel did not find the replica", || {
+            Cluster::cli(sentinel, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica.to_string())
+        });
+        Self {
+            master,
+            replica,
+            sentinel,
+            master_child: Some(master_child),
+            children: vec![replica_child, sentinel_child],
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.sentinel)
+    }
+
+    /// Kills the master (as a crash would) and waits until the Sentinel promoted the replica.
+    pub fn fail_over(&mut self) {
+        if let Some(mut child) = self.master_child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let replica = self.replica.to_string();
+        wait_until("the sentinel did not promote the replica", || {
+            Cluster::cli(self.sentinel, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]).contains(&replica)
+                && Cluster::cli(self.replica, &["ROLE"]).starts_with("master")
+        });
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for child in self.master_child.iter_mut().chain(self.children.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
