@@ -100,3 +100,56 @@ async fn a_sentinel_failover_moves_every_node_to_the_new_master() {
     let serial = a.engine.publish("app", "news", message("after"), RETENTION).await.unwrap();
     assert_eq!(b.serials("news", 1).await, vec![serial], "delivery works through the new master");
 }
+
+/// The master owning `slot`, and its node id.
+fn owner_of(cluster: &Cluster, slot: &str) -> (u16, String) {
+    let port = cluster
+        .ports
+        .iter()
+        .copied()
+        .find(|port| Cluster::cli(*port, &["CLUSTER", "COUNTKEYSINSLOT", slot]).trim() != "0")
+        .unwrap();
+    (port, Cluster::cli(port, &["CLUSTER", "MYID"]).trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_survives_moving_a_channels_slot_to_another_master() {
+    let cluster = Cluster::start();
+    let factory = OnRedis { url: cluster.url() };
+    let mut a = TestNode::new(&factory, "mig").await;
+    let mut b = TestNode::new(&factory, "mig").await;
+    a.listen("app", "news").await;
+    b.listen("app", "news").await;
+    assert_eq!(a.engine.publish("app", "news", message("e"), RETENTION).await.unwrap(), 1);
+    assert_eq!(b.serials("news", 1).await, vec![1]);
+
+    let tag = "mig:{app:news}";
+    let slot = Cluster::cli(cluster.ports[0], &["CLUSTER", "KEYSLOT", tag]).trim().to_owned();
+    let (source, source_id) = owner_of(&cluster, &slot);
+    let target = *cluster.ports.iter().find(|p| **p != source).unwrap();
+    let target_id = Cluster::cli(target, &["CLUSTER", "MYID"]).trim().to_owned();
+    Cluster::cli(target, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]);
+    Cluster::cli(source, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]);
+    let keys = Cluster::cli(source, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    let target_port = target.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &target_port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter());
+    assert!(Cluster::cli(source, &migrate).contains("OK"), "keys migrated");
+    for port in &cluster.ports {
+        Cluster::cli(*port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+    }
+
+    // The source drops its sharded subscribers; each node subscribes again at the new owner and
+    // re-reads the channel.
+    for node in [&mut a, &mut b] {
+        node.wait_for(Duration::from_secs(20), "a new snapshot after the slot moved", |seen| match seen {
+            conformance::Seen::Installed { channel, snapshot, .. } if channel == "news" => Some(snapshot.head),
+            _ => None,
+        })
+        .await;
+    }
+    assert_eq!(owner_of(&cluster, &slot).0, target, "the channel's keys moved");
+    assert_eq!(a.engine.publish("app", "news", message("e"), RETENTION).await.unwrap(), 2, "serials continue");
+    assert_eq!(b.serials("news", 1).await, vec![2], "delivery continues from the new owner");
+}

@@ -171,6 +171,7 @@ impl Channel {
     /// Nobody listens, nothing is held, and the window in which a client could resume is over.
     fn is_removable(&self, now: Instant, limits: &HubLimits) -> bool {
         self.subscribers.is_empty()
+            && self.syncing.is_none()
             && self.history.is_empty()
             && self.cache.as_ref().is_none_or(|c| c.expires_at <= now)
             && now.saturating_duration_since(self.touched) >= limits.history.max_age
