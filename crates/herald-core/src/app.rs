@@ -15,6 +15,8 @@ use crate::engine::{Engine, Retention};
 use crate::history::HistoryLimits;
 use crate::hub::{Hub, HubLimits};
 use crate::idempotency::Idempotency;
+use crate::jobs::QueueConfig;
+use crate::jobs::service::AppJobs;
 use crate::store::{HistoryStore, StoreError};
 use crate::users::Users;
 
@@ -63,6 +65,8 @@ pub struct AppConfig {
     pub history_max_age_secs: u64,
     /// How long a publish's `idempotency_key` is remembered; 0 turns idempotency off.
     pub idempotency_window_secs: u64,
+    /// Job queues (`[[apps.queues]]`).
+    pub queues: Vec<QueueConfig>,
 }
 
 impl Default for AppConfig {
@@ -91,6 +95,7 @@ impl Default for AppConfig {
             history_max_events: 100,
             history_max_age_secs: 5 * 60,
             idempotency_window_secs: 5 * 60,
+            queues: Vec::new(),
         }
     }
 }
@@ -125,6 +130,7 @@ pub struct App {
     /// Keys of client events: their own table, so clients cannot evict backend keys.
     pub(crate) client_idempotency: Idempotency,
     connections: AtomicUsize,
+    pub(crate) jobs: AppJobs,
     /// Shared with other nodes: serials, delivery, presence, counts. `None` on a single node.
     pub(crate) engine: Option<Arc<dyn Engine>>,
 }
@@ -169,6 +175,7 @@ impl App {
         let window = Duration::from_secs(config.idempotency_window_secs);
         let idempotency = Idempotency::new(window, MAX_IDEMPOTENCY_KEYS);
         let client_idempotency = Idempotency::new(window, MAX_CLIENT_IDEMPOTENCY_KEYS);
+        let jobs = AppJobs::new(&config.queues).unwrap_or_default();
         Self {
             config,
             hub,
@@ -176,6 +183,7 @@ impl App {
             idempotency,
             client_idempotency,
             connections: AtomicUsize::new(0),
+            jobs,
             engine: None,
         }
     }

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod history;
 pub mod hub;
 pub mod idempotency;
+pub mod jobs;
 pub mod outbox;
 pub mod presence;
 pub mod publish;

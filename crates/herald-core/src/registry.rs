@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::app::{App, AppConfig};
 use crate::engine::Engine;
+use crate::jobs::service::{AppJobs, QueueConfigError};
 use crate::store::{HistoryStore, StoreError};
 
 #[derive(Debug, Default)]
@@ -29,6 +30,8 @@ pub enum RegistryError {
     ZeroLimit { id: String, setting: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("app {id:?}: {error}")]
+    Queue { id: String, error: QueueConfigError },
 }
 
 impl Registry {
@@ -113,6 +116,7 @@ fn validate(index: usize, config: &AppConfig) -> Result<(), RegistryError> {
             return Err(RegistryError::ZeroLimit { id: config.id.clone(), setting });
         }
     }
+    AppJobs::new(&config.queues).map_err(|error| RegistryError::Queue { id: config.id.clone(), error })?;
     Ok(())
 }
 

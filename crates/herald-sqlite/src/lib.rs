@@ -11,6 +11,10 @@
 //! than clients saw, and a restarted node would then hand out some serials a second time; so such a
 //! file's channels are dropped on open, and every resuming client is told `recovered: false`.
 
+mod jobs;
+
+pub use jobs::SqliteJobs;
+
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
