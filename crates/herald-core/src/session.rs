@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use herald_protocol::client_message::{ClientEvent, Signin, Subscribe};
+use herald_protocol::client_message::{ClientEvent, JobGet, JobSubmit, Signin, Subscribe};
 use herald_protocol::server_frame::{self, SubscriptionErrorKind};
 use herald_protocol::signature::{channel_auth_message, signin_message, verify_auth};
 use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData, Resume};
@@ -22,6 +22,7 @@ use crate::connection::Connection;
 use crate::engine::Message;
 use crate::hub::{Confirmation, Join, JoinRefused};
 use crate::idempotency::MAX_KEY_LEN;
+use crate::jobs::service::SubmitJob;
 use crate::presence::MemberJoin;
 use crate::rate_limit::TokenBucket;
 
@@ -173,6 +174,8 @@ impl Session {
             ClientMessage::Unsubscribe { channel } => self.unsubscribe(&channel, now),
             ClientMessage::Signin(signin) => self.signin(signin, now),
             ClientMessage::ClientEvent(event) => self.client_event(&event, now),
+            ClientMessage::JobSubmit(submit) => self.job_submit(submit, now),
+            ClientMessage::JobGet(get) => self.job_get(get),
         }
     }
 
@@ -485,6 +488,72 @@ impl Session {
             return Err((ErrorCode::ClientEventRateLimited, message));
         }
         Ok(member)
+    }
+}
+
+/// What a connection is told about its job requests.
+fn job_answer(connection: &Connection, event: &str, request_id: Option<&str>, body: serde_json::Value) {
+    let mut data = body;
+    data["request_id"] = serde_json::json!(request_id);
+    connection.outbox.push(server_frame::herald_event(event, &data.to_string()));
+}
+
+impl Session {
+    /// `herald:job_submit`: the job is filed under the signed-in user, whatever the client says.
+    fn job_submit(&mut self, submit: JobSubmit, now: Instant) {
+        let request_id = submit.request_id.clone();
+        let reject = |connection: &Connection, reason: &str| {
+            let body = serde_json::json!({ "queue": submit.queue, "reason": reason });
+            job_answer(connection, "herald:job_rejected", request_id.as_deref(), body);
+        };
+        let Some(user) = &self.user else {
+            return reject(&self.connection, "sign in before submitting jobs");
+        };
+        if !self.client_events.try_take(now) {
+            let max = self.app.config.client_events_per_second;
+            return reject(&self.connection, &format!("more than {max} requests per second"));
+        }
+        let job = SubmitJob {
+            payload: submit.payload,
+            priority: 0,
+            delay: Duration::ZERO,
+            user_id: Some(user.id.to_string()),
+            idempotency_key: submit.idempotency_key,
+            from_client: true,
+        };
+        let (app, connection, queue) = (self.app.clone(), self.connection.clone(), submit.queue);
+        tokio::spawn(async move {
+            match app.store_job(&queue, job).await {
+                Ok((job, repeated)) => {
+                    let body = serde_json::json!({ "job": job.public(), "repeated": repeated });
+                    job_answer(&connection, "herald:job_accepted", request_id.as_deref(), body);
+                    if !repeated {
+                        app.announce_job(&job).await;
+                    }
+                }
+                Err(error) => {
+                    let body = serde_json::json!({ "queue": queue, "reason": error.to_string() });
+                    job_answer(&connection, "herald:job_rejected", request_id.as_deref(), body);
+                }
+            }
+        });
+    }
+
+    /// `herald:job_get`: one of the signed-in user's own jobs.
+    fn job_get(&mut self, get: JobGet) {
+        let Some(user) = &self.user else {
+            let body = serde_json::json!({ "id": get.id, "reason": "sign in first" });
+            return job_answer(&self.connection, "herald:job_rejected", get.request_id.as_deref(), body);
+        };
+        let (app, connection, user_id) = (self.app.clone(), self.connection.clone(), user.id.clone());
+        tokio::spawn(async move {
+            let found = app.job(&get.id).await.ok().flatten().filter(|job| job.user_id.as_deref() == Some(&*user_id));
+            let (event, body) = match found {
+                Some(job) => ("herald:job_state", serde_json::json!({ "job": job.public() })),
+                None => ("herald:job_rejected", serde_json::json!({ "id": get.id, "reason": "no such job" })),
+            };
+            job_answer(&connection, event, get.request_id.as_deref(), body);
+        });
     }
 }
 

@@ -25,6 +25,31 @@ pub enum ClientMessage {
     Signin(Signin),
     /// A `client-*` event to relay to the channel's other subscribers.
     ClientEvent(ClientEvent),
+    /// Herald: submit a job as the signed-in user.
+    JobSubmit(JobSubmit),
+    /// Herald: ask for the state of one of the signed-in user's jobs.
+    JobGet(JobGet),
+}
+
+/// `herald:job_submit` data. Any `user_id` a client adds is ignored: the job belongs to the user
+/// the connection signed in as.
+#[derive(Debug, Deserialize)]
+pub struct JobSubmit {
+    pub queue: String,
+    pub payload: Box<RawValue>,
+    /// Echoed in the answer, so a client can match it to its request.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `herald:job_get` data.
+#[derive(Debug, Deserialize)]
+pub struct JobGet {
+    pub id: String,
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// A `client-*` event.
@@ -119,6 +144,8 @@ impl ClientMessage {
                 object_data::<Unsubscribe>(envelope.data).map(|u| Self::Unsubscribe { channel: u.channel })
             }
             "pusher:signin" => object_data(envelope.data).map(Self::Signin),
+            "herald:job_submit" => object_data(envelope.data).map(Self::JobSubmit),
+            "herald:job_get" => object_data(envelope.data).map(Self::JobGet),
             name if name.starts_with("client-") => {
                 let channel = envelope
                     .channel

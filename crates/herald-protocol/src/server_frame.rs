@@ -130,6 +130,12 @@ pub fn ping() -> Bytes {
     system("pusher:ping", None, Some("{}"))
 }
 
+/// A Herald event to one connection (`herald:job_accepted` and the like); `data` is JSON text,
+/// sent as a string like Pusher's own system events.
+pub fn herald_event(event: &str, data: &str) -> Bytes {
+    system(event, None, Some(data))
+}
+
 pub fn pong() -> Bytes {
     system("pusher:pong", None, Some("{}"))
 }

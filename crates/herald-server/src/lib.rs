@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use config::EngineKind;
 use herald_core::engine::Engine;
+use herald_core::jobs::JobStore;
 use herald_core::{HistoryStore, Registry, RegistryError};
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub enum ServeError {
     History(#[from] herald_sqlite::OpenError),
     #[error(transparent)]
     Redis(#[from] herald_redis::RedisEngineError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
 }
 
 /// How long a stopping node may take to withdraw its presence and counts from the engine.
@@ -43,6 +46,8 @@ const ENGINE_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often expired cache entries of unsubscribed channels are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often expired job leases are looked for.
+const JOB_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How often idle HTTP fallback sessions are looked for.
 const HTTP_SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -64,8 +69,10 @@ pub async fn run(
     };
     let registry = Arc::new(registry);
     herald_core::cluster::attach(&registry);
+    let jobs = job_store(&config.server, &registry)?;
     let state = AppState::new(registry, config.server, engine);
     let sweeper = tokio::spawn(sweep(state.clone()));
+    let job_sweeper = jobs.map(|store| tokio::spawn(sweep_jobs(state.registry.clone(), store)));
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
     let token = state.shutdown.clone();
     let http_sessions = state.http_sessions.clone();
@@ -83,6 +90,9 @@ pub async fn run(
         tracing::warn!(remaining = state.tracker.len(), "shutdown grace period over; exiting with connections open");
     }
     sweeper.abort();
+    if let Some(job_sweeper) = job_sweeper {
+        job_sweeper.abort();
+    }
     for app in state.registry.apps() {
         app.close();
     }
@@ -109,6 +119,51 @@ async fn engine(settings: &ServerConfig) -> Result<Option<Arc<dyn Engine>>, Serv
             let engine = herald_redis::RedisEngine::connect(config).await?;
             tracing::info!(node = engine.node_id(), prefix = %settings.redis_prefix, "engine: redis");
             Ok(Some(Arc::new(engine)))
+        }
+    }
+}
+
+/// Opens `data_dir/jobs.sqlite3` for the apps that declare queues, if any do.
+fn job_store(settings: &ServerConfig, registry: &Registry) -> Result<Option<Arc<dyn JobStore>>, ServeError> {
+    if !registry.apps().any(|app| app.has_queues()) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|source| ServeError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+    let path = settings.data_dir.join("jobs.sqlite3");
+    tracing::info!(path = %path.display(), "jobs kept in SQLite");
+    let store: Arc<dyn JobStore> = Arc::new(herald_sqlite::SqliteJobs::open(&path)?);
+    for app in registry.apps().filter(|app| app.has_queues()) {
+        app.attach_job_store(store.clone());
+    }
+    Ok(Some(store))
+}
+
+/// Takes back expired claims (telling each job's user) every second; prunes finished jobs every
+/// minute.
+async fn sweep_jobs(registry: Arc<Registry>, store: Arc<dyn JobStore>) {
+    let mut interval = tokio::time::interval(JOB_SWEEP_INTERVAL);
+    let mut last_prune = Instant::now();
+    loop {
+        interval.tick().await;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        match store.expire(now).await {
+            Ok(changed) => {
+                for (app_id, job) in changed {
+                    if let Some(app) = registry.by_id(&app_id) {
+                        tracing::info!(app = %app_id, job = %job.id, state = job.state.as_str(), "a job's lease ran out");
+                        app.job_changed(&job).await;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!("expired job leases not taken back: {error}"),
+        }
+        if last_prune.elapsed() >= SWEEP_INTERVAL {
+            last_prune = Instant::now();
+            for app in registry.apps() {
+                app.prune_jobs().await;
+            }
         }
     }
 }

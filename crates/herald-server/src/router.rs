@@ -5,7 +5,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::api::{channels, events, history, users};
+use crate::api::{channels, events, history, jobs, users};
 use crate::state::AppState;
 use crate::transport::{http_fallback, sse, websocket};
 
@@ -64,6 +64,11 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
         .route("/apps/{app_id}/channels/{channel}/history", get(history::history))
         .route("/apps/{app_id}/users/{user_id}/terminate_connections", post(users::terminate_connections))
+        .route("/apps/{app_id}/queues/{queue}", get(jobs::queue))
+        .route("/apps/{app_id}/queues/{queue}/jobs", post(jobs::submit))
+        .route("/apps/{app_id}/queues/{queue}/claim", post(jobs::claim))
+        .route("/apps/{app_id}/jobs/{job}", get(jobs::show))
+        .route("/apps/{app_id}/jobs/{job}/{action}", post(jobs::act))
         .route_layer(axum::middleware::from_fn_with_state(state, deadline))
 }
 

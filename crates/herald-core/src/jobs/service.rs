@@ -142,6 +142,15 @@ impl App {
     /// Validates and stores a job; tells its user it is queued. Returns the job and whether it
     /// is a repeat of an earlier submit with the same idempotency key.
     pub async fn submit_job(&self, queue_name: &str, submit: SubmitJob) -> Result<(Job, bool), JobError> {
+        let (job, repeated) = self.store_job(queue_name, submit).await?;
+        if !repeated {
+            self.announce_job(&job).await;
+        }
+        Ok((job, repeated))
+    }
+
+    /// [`App::submit_job`] without telling the user, for a caller that answers first.
+    pub(crate) async fn store_job(&self, queue_name: &str, submit: SubmitJob) -> Result<(Job, bool), JobError> {
         let queue = self.jobs.queue(queue_name)?;
         if submit.from_client && !queue.config.client_submit {
             return Err(JobError::ClientSubmitNotAllowed);
@@ -176,7 +185,6 @@ impl App {
         let (job, repeated) = self.jobs.store()?.submit(self.id(), job).await?;
         if !repeated {
             queue.ready.notify_waiters();
-            self.announce_job(&job).await;
         }
         Ok((job, repeated))
     }
@@ -306,7 +314,7 @@ impl App {
     }
 
     /// Publishes the job's new state on its user's stream.
-    async fn announce_job(&self, job: &Job) {
+    pub(crate) async fn announce_job(&self, job: &Job) {
         let Some(user_id) = &job.user_id else { return };
         let Ok(data) = serde_json::to_string(&job.public()) else { return };
         let channels = [ChannelName::server_to_user(user_id)];

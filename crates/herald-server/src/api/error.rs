@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_core::PublishError;
 use herald_core::engine::EngineError;
+use herald_core::jobs::JobError;
 use herald_protocol::RequestAuthError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,28 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(#[from] EngineError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    TooMany(String),
+    #[error("{0}")]
+    StoreDown(String),
+}
+
+impl From<JobError> for ApiError {
+    fn from(error: JobError) -> Self {
+        let message = error.to_string();
+        match error {
+            JobError::UnknownQueue(_) | JobError::UnknownJob(_) => Self::NotFound(message),
+            JobError::InvalidPayload(_) | JobError::Invalid(_) => Self::BadRequest(message),
+            JobError::QueueFull { .. } => Self::TooMany(message),
+            JobError::ClientSubmitNotAllowed => Self::Forbidden(message),
+            JobError::LeaseMismatch | JobError::WrongState(_) => Self::Conflict(message),
+            JobError::Unavailable(_) => Self::StoreDown(message),
+        }
+    }
 }
 
 impl ApiError {
@@ -33,7 +56,10 @@ impl ApiError {
             Self::UnknownApp => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreDown(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

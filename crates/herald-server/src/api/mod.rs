@@ -1,4 +1,5 @@
-//! Pusher's HTTP API: publish, batch publish, channel queries, terminate connections.
+//! Pusher's HTTP API (publish, batch publish, channel queries, terminate connections) and Herald's
+//! own routes (history, jobs).
 //!
 //! Every route is signed (see [`auth`]); handlers parse their input into core types and call the
 //! app. Errors are [`ApiError`] values that know their status and carry a short plain-text body,
@@ -9,6 +10,7 @@ pub mod channels;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod jobs;
 pub mod users;
 
 pub use error::ApiError;

@@ -6,6 +6,7 @@ mod channels;
 mod cli;
 mod cluster;
 mod fixtures;
+mod jobs;
 mod limits;
 mod recovery;
 mod redis_server;

@@ -1,0 +1,203 @@
+//! Durable jobs through the real binary: HTTP workers, browser-side submission over the socket,
+//! live `herald:job_update`s on the user stream, leases, and a `kill -9` with jobs queued.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::support::{APP_ID, KEY, SECRET, TestClient, TestServer, data_of, hmac_hex};
+
+fn config(lease_secs: u64) -> String {
+    format!(
+        "[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\nclient_events_per_second = 1000\n\
+         [[apps.queues]]\nname = \"reports\"\nlease_secs = {lease_secs}\nmax_attempts = 3\nretry_backoff_secs = 1\n\
+         client_submit = true\nmax_length = 5000\n\
+         schema = '{{\"type\":\"object\",\"required\":[\"from\"],\"properties\":{{\"from\":{{\"type\":\"integer\"}}}}}}'\n"
+    )
+}
+
+async fn api(server: &TestServer, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let text = if method == "GET" { String::new() } else { body.to_string() };
+    let (status, answer) = server.api(method, &format!("/apps/{APP_ID}{path}"), &[], &text).await;
+    (status, serde_json::from_str(&answer).unwrap_or(Value::String(answer)))
+}
+
+async fn submit(server: &TestServer, payload: Value, user: Option<&str>) -> Value {
+    let (status, body) =
+        api(server, "POST", "/queues/reports/jobs", json!({"payload": payload, "user_id": user})).await;
+    assert_eq!(status, 201, "{body}");
+    body["job"].clone()
+}
+
+async fn claim(server: &TestServer, wait_secs: u64) -> Option<Value> {
+    let (status, body) = api(server, "POST", "/queues/reports/claim", json!({"wait_secs": wait_secs})).await;
+    match status {
+        200 => Some(body["job"].clone()),
+        204 => None,
+        other => panic!("claim answered {other}: {body}"),
+    }
+}
+
+async fn signed_in(server: &TestServer, user: &str) -> TestClient {
+    let mut client = server.client().await;
+    client.signin(&format!(r#"{{"id":"{user}"}}"#)).await;
+    client.expect_event("pusher:signin_success").await;
+    client
+}
+
+/// The next job update's state (and the update itself).
+async fn next_update(client: &mut TestClient) -> (String, Value) {
+    let frame = client.expect_event("herald:job_update").await;
+    let job = data_of(&frame);
+    (job["state"].as_str().unwrap_or_default().to_owned(), frame)
+}
+
+#[tokio::test]
+async fn a_job_goes_from_submit_to_result_and_its_user_sees_every_step_in_order() {
+    let server = TestServer::with_config(&config(30)).await;
+    let mut user = signed_in(&server, "ann").await;
+    let job = submit(&server, json!({"from": 1}), Some("ann")).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let claimed = claim(&server, 0).await.expect("a job");
+    let lease = claimed["lease"].as_str().unwrap().to_owned();
+    assert_eq!((claimed["id"].as_str(), claimed["attempts"].as_u64()), (Some(&*id), Some(1)));
+    let (status, _) =
+        api(&server, "POST", &format!("/jobs/{id}/progress"), json!({"lease": lease, "progress": {"pct": 50}})).await;
+    assert_eq!(status, 200);
+    let (status, _) =
+        api(&server, "POST", &format!("/jobs/{id}/progress"), json!({"lease": "stale", "progress": 1})).await;
+    assert_eq!(status, 409, "a report without the lease is refused");
+    let (status, done) =
+        api(&server, "POST", &format!("/jobs/{id}/finish"), json!({"lease": lease, "result": {"rows": 3}})).await;
+    assert_eq!((status, done["job"]["state"].as_str()), (200, Some("succeeded")));
+
+    let mut states = Vec::new();
+    let mut serials = Vec::new();
+    for _ in 0..4 {
+        let (state, frame) = next_update(&mut user).await;
+        assert_eq!(frame["channel"], "#server-to-user-ann");
+        serials.push(frame["serial"].as_u64().unwrap());
+        states.push(state);
+    }
+    assert_eq!(states, ["queued", "running", "running", "succeeded"]);
+    assert!(serials.windows(2).all(|w| w[1] == w[0] + 1), "updates in serial order: {serials:?}");
+    let (status, fetched) = api(&server, "GET", &format!("/jobs/{id}"), Value::Null).await;
+    assert_eq!((status, fetched["job"]["result"].clone()), (200, json!({"rows": 3})));
+    assert!(fetched["job"].get("lease").is_none(), "the lease token is not shown to readers");
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_mid_job_loses_only_its_lease() {
+    let server = TestServer::with_config(&config(1)).await;
+    let id = submit(&server, json!({"from": 2}), None).await["id"].as_str().unwrap().to_owned();
+    let first = claim(&server, 0).await.expect("claimed");
+    // The worker dies: it never reports. After the lease (1 s) another worker gets the job.
+    let second = claim(&server, 10).await.expect("claimed again after the lease");
+    assert_eq!((second["id"].as_str(), second["attempts"].as_u64()), (Some(&*id), Some(2)));
+    let stale = json!({"lease": first["lease"], "result": 1});
+    assert_eq!(
+        api(&server, "POST", &format!("/jobs/{id}/finish"), stale).await.0,
+        409,
+        "the dead worker's lease is void"
+    );
+    let fresh = json!({"lease": second["lease"], "result": {"ok": true}});
+    assert_eq!(api(&server, "POST", &format!("/jobs/{id}/finish"), fresh).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_thousand_queued_jobs_survive_kill_9_and_each_finishes_once() {
+    let dir = TestServer::fresh_dir();
+    let server = TestServer::in_dir(&dir, &config(30), &[]).await;
+    let mut submitted = HashSet::new();
+    for i in 0..1000 {
+        submitted.insert(submit(&server, json!({"from": i}), None).await["id"].as_str().unwrap().to_owned());
+    }
+    server.crash().await;
+    let server = TestServer::in_dir(&dir, &config(30), &[]).await;
+    let (_, queue) = api(&server, "GET", "/queues/reports", Value::Null).await;
+    assert_eq!(queue["counts"]["queued"], 1000, "every acknowledged submit survived: {queue}");
+    let mut finished = HashSet::new();
+    while let Some(job) = claim(&server, 0).await {
+        let id = job["id"].as_str().unwrap().to_owned();
+        let body = json!({"lease": job["lease"], "result": null});
+        assert_eq!(api(&server, "POST", &format!("/jobs/{id}/finish"), body).await.0, 200);
+        assert!(finished.insert(id), "a job was handed out twice");
+    }
+    assert_eq!(finished, submitted, "each job finished exactly once");
+    let (_, queue) = api(&server, "GET", "/queues/reports", Value::Null).await;
+    assert_eq!(queue["counts"]["succeeded"], 1000);
+}
+
+#[tokio::test]
+async fn a_payload_that_breaks_the_schema_is_rejected_with_the_failing_path() {
+    let server = TestServer::with_config(&config(30)).await;
+    let (status, body) = api(&server, "POST", "/queues/reports/jobs", json!({"payload": {"from": "yesterday"}})).await;
+    assert_eq!(status, 400);
+    let text = body.as_str().unwrap_or_default();
+    assert!(text.contains("/from") && text.contains("integer"), "{text}");
+    let (status, _) = api(&server, "POST", "/queues/nope/jobs", json!({"payload": {}})).await;
+    assert_eq!(status, 404);
+    let mut client = signed_in(&server, "bob").await;
+    client
+        .send(json!({"event": "herald:job_submit", "data": {"queue": "reports", "payload": {}, "request_id": "r1"}}))
+        .await;
+    let rejected = client.expect_event("herald:job_rejected").await;
+    let data = data_of(&rejected);
+    assert_eq!(data["request_id"], "r1");
+    assert!(data["reason"].as_str().unwrap().contains("from"), "{data}");
+}
+
+#[tokio::test]
+async fn a_client_submits_as_itself_whatever_user_id_it_claims() {
+    let server = TestServer::with_config(&config(30)).await;
+    let mut mallory = signed_in(&server, "mallory").await;
+    let forged = json!({"queue": "reports", "payload": {"from": 1}, "user_id": "alice", "request_id": "x"});
+    mallory.send(json!({"event": "herald:job_submit", "data": forged})).await;
+    let accepted = data_of(&mallory.expect_event("herald:job_accepted").await);
+    assert_eq!(accepted["job"]["user_id"], "mallory", "{accepted}");
+    assert_eq!(accepted["request_id"], "x");
+    let id = accepted["job"]["id"].as_str().unwrap().to_owned();
+    let (_, stored) = api(&server, "GET", &format!("/jobs/{id}"), Value::Null).await;
+    assert_eq!(stored["job"]["user_id"], "mallory");
+    let (state, _) = next_update(&mut mallory).await;
+    assert_eq!(state, "queued");
+    mallory.send(json!({"event": "herald:job_get", "data": {"id": id, "request_id": "g"}})).await;
+    let state = data_of(&mallory.expect_event("herald:job_state").await);
+    assert_eq!(state["job"]["state"], "queued");
+
+    let mut anonymous = server.client().await;
+    anonymous.send(json!({"event": "herald:job_submit", "data": {"queue": "reports", "payload": {"from": 1}}})).await;
+    let refused = data_of(&anonymous.expect_event("herald:job_rejected").await);
+    assert!(refused["reason"].as_str().unwrap().contains("sign in"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_client_offline_while_its_job_finishes_sees_the_result_after_reconnecting() {
+    let server = TestServer::with_config(&config(30)).await;
+    let mut client = server.client().await;
+    let user_data = r#"{"id":"carol"}"#;
+    client.signin(user_data).await;
+    let success = client.expect_event("pusher:signin_success").await;
+    let position = success["position"].clone();
+    let id = submit(&server, json!({"from": 3}), Some("carol")).await["id"].as_str().unwrap().to_owned();
+    let (state, frame) = next_update(&mut client).await;
+    assert_eq!(state, "queued");
+    let last_serial = frame["serial"].as_u64().unwrap();
+    client.close().await;
+
+    let job = claim(&server, 0).await.expect("claimed");
+    let body = json!({"lease": job["lease"], "result": {"answer": 42}});
+    assert_eq!(api(&server, "POST", &format!("/jobs/{id}/finish"), body).await.0, 200);
+
+    let mut back = server.client().await;
+    let auth = format!("{KEY}:{}", hmac_hex(SECRET, &format!("{}::user::{user_data}", back.socket_id)));
+    let resume = json!({"epoch": position["epoch"], "serial": last_serial});
+    back.send(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data, "resume": resume}}))
+        .await;
+    let success = back.expect_event("pusher:signin_success").await;
+    assert_eq!(success["recovered"], true);
+    let (running, _) = next_update(&mut back).await;
+    let (finished, frame) = next_update(&mut back).await;
+    assert_eq!((running.as_str(), finished.as_str()), ("running", "succeeded"));
+    assert_eq!(data_of(&frame)["result"], json!({"answer": 42}));
+}
