@@ -101,13 +101,30 @@ impl<'a> SignedRequest<'a> {
 /// The signed query string for a POST of `body` to `path`, as an SDK builds it (client side:
 /// `herald publish` and `herald bench`). Values are plain tokens, so no URL-escaping is needed.
 pub fn sign_post(path: &str, body: &[u8], key: &str, secret: &Secret, timestamp: u64) -> String {
-    let query: Vec<(String, String)> = vec![
+    sign("POST", path, &[], body, key, secret, timestamp)
+}
+
+/// The signed query string for any request: `params` (plain tokens, no escaping needed) plus the
+/// auth parameters; `body_md5` when there is a body.
+pub fn sign(
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &[u8],
+    key: &str,
+    secret: &Secret,
+    timestamp: u64,
+) -> String {
+    let mut query: Vec<(String, String)> = vec![
         ("auth_key".into(), key.into()),
         ("auth_timestamp".into(), timestamp.to_string()),
         ("auth_version".into(), "1.0".into()),
-        ("body_md5".into(), body_md5(body)),
     ];
-    let request = SignedRequest { method: "POST", path, query: &query, body };
+    if !body.is_empty() {
+        query.push(("body_md5".into(), body_md5(body)));
+    }
+    query.extend(params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let request = SignedRequest { method, path, query: &query, body };
     let signature = secret.sign(request.string_to_sign().as_bytes());
     let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{}&auth_signature={signature}", pairs.join("&"))

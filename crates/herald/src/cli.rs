@@ -31,6 +31,66 @@ pub enum Command {
     Publish(PublishArgs),
     /// Load-test a Pusher-compatible server (Herald or another) on loopback.
     Bench(BenchArgs),
+    /// Submit, list, inspect, cancel and requeue jobs (defaults: the development app).
+    Jobs(JobsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    pub command: JobsCommand,
+    /// Herald's base URL (http only).
+    #[arg(long, global = true, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
+    pub url: String,
+    #[arg(long, global = true, env = "HERALD_APP_ID", default_value = "1")]
+    pub app_id: String,
+    #[arg(long, global = true, env = "HERALD_APP_KEY", default_value = "herald-dev-key")]
+    pub key: String,
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_APP_SECRET",
+        default_value = "herald-dev-secret",
+        hide_default_value = true
+    )]
+    pub secret: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Submit a job to a queue.
+    Submit {
+        #[arg(long)]
+        queue: String,
+        /// The job's payload, as JSON.
+        #[arg(long)]
+        payload: String,
+        /// The user told about every change (on their #server-to-user stream).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        #[arg(long, default_value_t = 0)]
+        delay_secs: u64,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// A queue's counts by state; with --state, its jobs in that state too.
+    List {
+        #[arg(long)]
+        queue: String,
+        /// queued, running, succeeded, failed, dead or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One job, with its payload, progress, result or error.
+    Inspect { id: String },
+    /// Put a dead or failed job back in its queue, attempts reset.
+    Requeue { id: String },
+    /// Cancel a queued or running job.
+    Cancel { id: String },
 }
 
 #[derive(Debug, Clone, Args)]

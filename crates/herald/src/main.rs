@@ -3,8 +3,10 @@
 //! Everything it serves comes from `herald-server`; this file only turns flags, environment
 //! variables and a config file into a [`herald_server::Config`] and reports errors to a human.
 
+mod api_client;
 mod bench;
 mod cli;
+mod jobs;
 mod publish;
 
 use std::io::Write;
@@ -41,6 +43,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publish(args) => publish::publish(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Jobs(args) => jobs::jobs(args),
         Command::CheckConfig(args) => {
             init_logging(args.log_format);
             let config = resolve(&args)?;

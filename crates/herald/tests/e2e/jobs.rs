@@ -201,3 +201,47 @@ async fn a_client_offline_while_its_job_finishes_sees_the_result_after_reconnect
     assert_eq!((running.as_str(), finished.as_str()), ("running", "succeeded"));
     assert_eq!(data_of(&frame)["result"], json!({"answer": 42}));
 }
+
+/// Runs `herald jobs ARGS` against `server` with the test app's credentials.
+async fn herald_jobs(server: &TestServer, args: &[&str]) -> (bool, Value) {
+    let url = format!("http://{}", server.addr);
+    let mut all: Vec<String> = vec!["jobs".into()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["--url", &url, "--app-id", APP_ID, "--key", KEY, "--secret", SECRET].map(String::from));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald")).args(&all).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.success(), printed)
+}
+
+#[tokio::test]
+async fn the_jobs_command_submits_lists_inspects_and_requeues_dead_jobs() {
+    let toml = format!(
+        "[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n[[apps.queues]]\nname = \"reports\"\nmax_attempts = 1\n"
+    );
+    let server = TestServer::with_config(&toml).await;
+    let (ok, submitted) = herald_jobs(&server, &["submit", "--queue", "reports", "--payload", r#"{"from":1}"#]).await;
+    assert!(ok, "{submitted}");
+    let id = submitted["job"]["id"].as_str().unwrap().to_owned();
+    let (ok, listed) = herald_jobs(&server, &["list", "--queue", "reports", "--state", "queued"]).await;
+    assert!(ok);
+    assert_eq!((listed["counts"]["queued"].as_u64(), listed["jobs"][0]["id"].as_str()), (Some(1), Some(&*id)));
+    let job = claim(&server, 0).await.unwrap();
+    let fail = json!({"lease": job["lease"], "error": "disk full", "retry": true});
+    let (_, failed) = api(&server, "POST", &format!("/jobs/{id}/fail"), fail).await;
+    assert_eq!(failed["job"]["state"], "dead", "one attempt only");
+    let (ok, inspected) = herald_jobs(&server, &["inspect", &id]).await;
+    assert!(ok);
+    assert_eq!(
+        (inspected["job"]["state"].as_str(), inspected["job"]["error"].as_str()),
+        (Some("dead"), Some("disk full"))
+    );
+    let (ok, requeued) = herald_jobs(&server, &["requeue", &id]).await;
+    assert!(ok);
+    assert_eq!((requeued["job"]["state"].as_str(), requeued["job"]["attempts"].as_u64()), (Some("queued"), Some(0)));
+    let (ok, _) = herald_jobs(&server, &["inspect", "no-such-job"]).await;
+    assert!(!ok, "a missing job is an error");
+}
