@@ -30,6 +30,9 @@ use tokio::task::JoinHandle;
 use crate::connection::{Conn, Target};
 use crate::keys::Keys;
 
+/// How long a node waits at start for its pub/sub connection to be subscribed and probed.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a channel's serial counter outlives its last publish or subscribe. After that the
 /// channel starts a new epoch (clients resuming an older one are told `recovered: false`).
 const META_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -91,6 +94,8 @@ pub(crate) struct Inner {
     counts: Mutex<Counts>,
     /// Presence members this node holds: (app, channel, user) → (user_info, socket that joined).
     held: Mutex<HashMap<MemberKey, (Option<String>, SocketId)>>,
+    /// Members whose leave is queued but not yet applied, so a clean stop can still withdraw them.
+    leaving: Mutex<HashSet<MemberKey>>,
 }
 
 #[derive(Default)]
@@ -138,6 +143,7 @@ impl RedisEngine {
             presence,
             counts: Mutex::default(),
             held: Mutex::default(),
+            leaving: Mutex::default(),
         });
         upkeep::heartbeat(&inner).await.map_err(|e| RedisEngineError::Connect(e.to_string()))?;
         let tasks = vec![
@@ -145,8 +151,16 @@ impl RedisEngine {
             tokio::spawn(upkeep::run(inner.clone())),
             tokio::spawn(upkeep::run_presence(inner.clone(), presence_rx)),
         ];
-        tracing::info!(node = %inner.id, prefix = %config.prefix, "redis engine started");
-        Ok(Self { inner, tasks })
+        let engine = Self { inner, tasks };
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        while !engine.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RedisEngineError::Connect("pub/sub did not come up (subscribe and probe)".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(node = %engine.inner.id, prefix = %config.prefix, "redis engine started");
+        Ok(engine)
     }
 
     /// This node's id in Redis.
@@ -231,6 +245,11 @@ impl Engine for RedisEngine {
     }
 
     fn publish(&self, app: &str, channel: &str, message: Message, retention: Retention) -> EngineFuture<'_, u64> {
+        if !self.is_ready() {
+            // Refuse at once rather than after the connection's retries: clients are being told to
+            // resync anyway, and a backend should retry (or go to another node).
+            return Box::pin(std::future::ready(Err(EngineError::Unavailable("not connected to Redis".into()))));
+        }
         let keys = self.inner.keys.channel(app, channel);
         let mut invocation = scripts::PUBLISH.prepare_invoke();
         invocation
@@ -273,6 +292,7 @@ impl Engine for RedisEngine {
     fn presence_leave(&self, app: &str, channel: &str, user_id: &str) {
         let key = (app.to_owned(), channel.to_owned(), user_id.to_owned());
         self.inner.held.lock().remove(&key);
+        self.inner.leaving.lock().insert(key.clone());
         let _ = self.inner.presence.send(upkeep::PresenceChange::Leave { key });
     }
 
@@ -322,6 +342,10 @@ impl Engine for RedisEngine {
     }
 
     fn close(&self) -> EngineFuture<'_, ()> {
+        // No queued join may land after the withdrawal: it would leave a member no lease covers.
+        for task in &self.tasks {
+            task.abort();
+        }
         Box::pin(async move { upkeep::withdraw_self(&self.inner).await })
     }
 }

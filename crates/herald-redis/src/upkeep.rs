@@ -177,10 +177,14 @@ pub(crate) async fn run_presence(inner: Arc<Inner>, mut changes: mpsc::Unbounded
                         .arg(entry)
                         .query_async::<()>(&mut inner.conn())
                         .await;
-                    match unindex {
+                    let left = match unindex {
                         Ok(()) => leave(&inner, app, channel, user, &inner.id).await,
                         Err(error) => Err(error),
+                    };
+                    if left.is_ok() {
+                        inner.leaving.lock().remove(&(app.clone(), channel.clone(), user.clone()));
                     }
+                    left
                 }
             };
             match done {
@@ -214,7 +218,8 @@ pub(crate) async fn reregister(inner: &Inner) {
 
 /// Leaves cleanly: this node's members leave and its counts go, now rather than after the lease.
 pub(crate) async fn withdraw_self(inner: &Inner) -> Result<(), EngineError> {
-    let held: Vec<_> = inner.held.lock().drain().map(|(key, _)| key).collect();
+    let mut held: Vec<_> = inner.held.lock().drain().map(|(key, _)| key).collect();
+    held.extend(inner.leaving.lock().drain());
     for (app, channel, user) in held {
         leave(inner, &app, &channel, &user, &inner.id).await.map_err(unavailable)?;
     }

@@ -148,6 +148,37 @@ async fn publish_on(node: &TestServer, channel: &str, event: &str, data: &str) -
     answer["serials"][channel].as_u64().unwrap_or_else(|| panic!("no serial for {channel} in {body}"))
 }
 
+/// A signed publish that may take up to `within` (the harness's own HTTP helper gives up after
+/// 5 s); `None` if no answer came in time.
+async fn publish_within(node: &TestServer, body: &Value, within: Duration) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = format!("/apps/{APP_ID}/events");
+    let body = body.to_string();
+    let query = crate::support::signed_query(
+        "POST",
+        &path,
+        &[],
+        &body,
+        crate::support::KEY,
+        crate::support::SECRET,
+        crate::support::unix_now(),
+    );
+    let request = format!(
+        "POST {path}?{query} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        node.addr,
+        body.len()
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response[9..12].parse().unwrap();
+        (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    };
+    tokio::time::timeout(within, exchange).await.ok()
+}
+
 /// Whether process `pid` is running (not gone, not a zombie).
 fn alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
@@ -211,6 +242,7 @@ async fn presence_is_one_roster_and_a_dead_node_loses_its_members_once() {
 
     // An observer on node C watches; Ann joins on A, then again on B.
     let mut obs = nodes[2].client().await;
+    assert_eq!(obs.subscribe("lobby").await["event"], "pusher_internal:subscription_succeeded");
     let joined = obs.subscribe_signed(room, Some(r#"{"user_id":"obs"}"#)).await;
     assert_eq!(presence_ids(&joined), sorted(&["obs"]));
     wait_members(&nodes[0], room, &["obs"]).await;
@@ -230,6 +262,8 @@ async fn presence_is_one_roster_and_a_dead_node_loses_its_members_once() {
     let mut bob = nodes[1].client().await;
     let joined = bob.subscribe_signed(room, Some(r#"{"user_id":"bob"}"#)).await;
     assert_eq!(presence_ids(&joined), sorted(&["ann", "bob", "obs"]));
+    // Bob and the observer are also on a public channel, to watch counts after the crash.
+    assert_eq!(bob.subscribe("lobby").await["event"], "pusher_internal:subscription_succeeded");
     for client in [&mut obs, &mut ann_a, &mut ann_b] {
         let added = client.expect_event("pusher_internal:member_added").await;
         assert_eq!(data_of(&added), json!({"user_id": "bob"}), "a second member_added for Ann?");
@@ -244,6 +278,12 @@ async fn presence_is_one_roster_and_a_dead_node_loses_its_members_once() {
         assert_eq!(data_of(&added), json!({"user_id": "late"}));
     }
     for (n, node) in nodes.iter().enumerate() {
+        eventually(&format!("lobby count on node {n}"), COUNTS_WITHIN, async || {
+            let info =
+                get_json(node, &format!("/apps/{APP_ID}/channels/lobby"), &[("info", "subscription_count")]).await?;
+            if info["subscription_count"] == 2 { Ok(()) } else { Err(info.to_string()) }
+        })
+        .await;
         eventually(&format!("users of {room} on node {n}"), COUNTS_WITHIN, async || {
             let users = users_on(node, room).await?;
             let count = get_json(node, &format!("/apps/{APP_ID}/channels/{room}"), &[("info", "user_count")]).await?;
@@ -270,10 +310,16 @@ async fn presence_is_one_roster_and_a_dead_node_loses_its_members_once() {
     }
     println!("member_removed for the dead node's member after {:?}", crashed_at.elapsed());
     for node in &nodes {
-        eventually(&format!("Bob gone from {room} on {}", node.addr), COUNTS_WITHIN, async || {
-            let users = users_on(node, room).await?;
-            if users == sorted(&["ann", "late", "obs"]) { Ok(()) } else { Err(format!("{users:?}")) }
-        })
+        wait_members(node, room, &["ann", "late", "obs"]).await;
+        eventually(
+            &format!("the dead node's subscription off the count on {}", node.addr),
+            COUNTS_WITHIN,
+            async || {
+                let info = get_json(node, &format!("/apps/{APP_ID}/channels/lobby"), &[("info", "subscription_count")])
+                    .await?;
+                if info["subscription_count"] == 1 { Ok(()) } else { Err(info.to_string()) }
+            },
+        )
         .await;
     }
     // No second member_removed (for Bob, or wrongly for Ann) over another lease and more.
@@ -300,7 +346,7 @@ async fn a_node_that_stops_gracefully_withdraws_its_members_at_once() {
     let removed = obs.recv().await;
     assert_eq!(removed["event"], "pusher_internal:member_removed", "{removed}");
     assert_eq!(data_of(&removed), json!({"user_id": "gone"}));
-    assert_eq!(users_on(&nodes[0], "presence-leave").await.unwrap(), sorted(&["obs"]));
+    wait_members(&nodes[0], "presence-leave", &["obs"]).await;
     obs.expect_nothing_pending().await;
 }
 
@@ -724,4 +770,172 @@ async fn a_client_resumes_on_another_node_without_a_gap() {
         );
     }
     again.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn racing_publishers_on_different_nodes_give_one_order_everywhere() {
+    const PER_NODE: u64 = 200;
+    const TOTAL: u64 = 3 * PER_NODE;
+    let redis = RedisServer::start().await;
+    let nodes: Vec<std::sync::Arc<TestServer>> =
+        cluster(&redis, &unique_prefix("race"), 3, &[]).await.into_iter().map(std::sync::Arc::new).collect();
+    let mut readers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for _ in 0..2 {
+            let mut client = node.client().await;
+            assert_eq!(position(&client.subscribe("race").await).1, 0);
+            readers.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while seen.len() < TOTAL as usize {
+                    let frame = client.recv().await;
+                    assert_eq!(frame["event"], "e", "node {n}: {frame}");
+                    seen.push((frame["serial"].as_u64().unwrap(), frame["data"].as_str().unwrap().to_owned()));
+                }
+                client.expect_nothing_pending().await;
+                seen
+            }));
+        }
+    }
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for i in 0..PER_NODE {
+                    let data = format!("n{n}-{i}");
+                    answered.push((publish_on(&node, "race", "e", &data).await, data));
+                }
+                answered
+            })
+        })
+        .collect();
+    // The serial each publish was answered with is the serial its event carries everywhere.
+    let mut by_serial = BTreeMap::new();
+    for publisher in publishers {
+        let answered = publisher.await.unwrap();
+        assert!(answered.windows(2).all(|w| w[0].0 < w[1].0), "one publisher's serials must increase: {answered:?}");
+        for (serial, data) in answered {
+            assert!(by_serial.insert(serial, data).is_none(), "serial {serial} given twice");
+        }
+    }
+    let expected: Vec<(u64, String)> = by_serial.into_iter().collect();
+    assert_eq!(expected.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=TOTAL).collect::<Vec<_>>());
+    for (index, reader) in readers.into_iter().enumerate() {
+        let seen = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("reader timed out").unwrap();
+        assert!(
+            seen == expected,
+            "subscriber {index} (node {}) saw another order than the publishers were told",
+            index / 2
+        );
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_down_nodes_answer_503_and_recover_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let nodes = cluster(&redis, &unique_prefix("outage"), 2, &[]).await;
+    let pids: Vec<u32> = nodes.iter().map(TestServer::pid).collect();
+    let mut clients = Vec::new();
+    let mut old_epoch = String::new();
+    for node in &nodes {
+        let mut client = node.client().await;
+        old_epoch = position(&client.subscribe("news").await).0;
+        clients.push(client);
+    }
+    assert_eq!(publish_on(&nodes[0], "news", "e", "before").await, 1);
+    for client in &mut clients {
+        assert_eq!(client.expect_event("e").await["serial"], 1);
+    }
+
+    redis.kill().await;
+    for node in &nodes {
+        eventually(&format!("GET /up on {} answers 503 while Redis is down", node.addr), READY_WITHIN, async || {
+            let (status, body) = node.http("GET", "/up", "").await;
+            if status == 503 { Ok(()) } else { Err(format!("{status} {body}")) }
+        })
+        .await;
+        // Refused at once, not held until Redis returns or the request deadline (30 s) passes.
+        let started = Instant::now();
+        let answer = publish_within(node, &json!({"name": "e", "channel": "news", "data": "lost"}), READY_WITHIN).await;
+        let took = started.elapsed();
+        let Some((status, body)) = answer else {
+            panic!("publish while Redis is down: no answer within {READY_WITHIN:?}")
+        };
+        assert_eq!(status, 503, "a publish Redis cannot take is refused (after {took:?}): {body}");
+        assert!(took < Duration::from_secs(2), "publish while Redis is down answered 503 only after {took:?}");
+    }
+    for (n, pid) in pids.iter().enumerate() {
+        assert!(alive(*pid), "herald node {n} exited while Redis was down");
+    }
+
+    redis.revive().await;
+    for node in &nodes {
+        wait_up(node).await;
+    }
+    let mut new_positions = BTreeSet::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let frame = recv_within(client, READY_WITHIN).await;
+        assert_eq!(frame["event"], "pusher_internal:subscription_succeeded", "node {n}: {frame}");
+        assert_eq!(frame["recovered"], false, "node {n}: {frame}");
+        let (epoch, serial) = position(&frame);
+        assert_ne!(epoch, old_epoch, "node {n}: Redis lost the channel, so its epoch must change");
+        new_positions.insert((epoch, serial));
+    }
+    assert_eq!(new_positions.len(), 1, "nodes disagree on the new position: {new_positions:?}");
+    let (_, serial) = new_positions.pop_first().unwrap();
+    assert_eq!(publish_on(&nodes[1], "news", "e", "after").await, serial + 1);
+    for client in &mut clients {
+        let frame = client.expect_event("e").await;
+        assert_eq!((frame["serial"].as_u64(), frame["data"].as_str()), (Some(serial + 1), Some("after")));
+        client.expect_nothing_pending().await;
+    }
+    for (n, pid) in pids.iter().enumerate() {
+        assert!(alive(*pid), "herald node {n} exited");
+    }
+}
+
+#[tokio::test]
+async fn members_and_counts_are_rebuilt_after_redis_loses_them() {
+    let mut redis = RedisServer::start().await;
+    let nodes = cluster(&redis, &unique_prefix("rebuild"), 2, &[]).await;
+    let mut ua = nodes[0].client().await;
+    ua.subscribe_signed("presence-r", Some(r#"{"user_id":"ua"}"#)).await;
+    ua.subscribe("pub-r").await;
+    wait_members(&nodes[1], "presence-r", &["ua"]).await;
+    let mut ub = nodes[1].client().await;
+    ub.subscribe_signed("presence-r", Some(r#"{"user_id":"ub"}"#)).await;
+    ub.subscribe("pub-r").await;
+    ua.expect_event("pusher_internal:member_added").await;
+    let settled = async |nodes: &[TestServer]| {
+        for node in nodes {
+            wait_members(node, "presence-r", &["ua", "ub"]).await;
+            eventually(&format!("pub-r count on {}", node.addr), COUNTS_WITHIN, async || {
+                let path = format!("/apps/{APP_ID}/channels/pub-r");
+                let info = get_json(node, &path, &[("info", "subscription_count")]).await?;
+                if info["subscription_count"] == 2 { Ok(()) } else { Err(info.to_string()) }
+            })
+            .await;
+        }
+    };
+    settled(&nodes).await;
+
+    redis.restart().await;
+    for node in &nodes {
+        wait_up(node).await;
+    }
+    // Each node still has its sockets: the shared roster and counts must come back.
+    settled(&nodes).await;
+    for client in [&mut ua, &mut ub] {
+        // Both channels were lost with Redis; what presence frames come with that is not checked here.
+        let mut told = BTreeSet::new();
+        while told.len() < 2 {
+            let frame = recv_within(client, READY_WITHIN).await;
+            if frame["event"] == "pusher_internal:subscription_succeeded" {
+                assert_eq!(frame["recovered"], false, "{frame}");
+                told.insert(frame["channel"].as_str().unwrap().to_owned());
+            }
+        }
+    }
 }

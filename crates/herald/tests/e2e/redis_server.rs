@@ -61,7 +61,19 @@ impl RedisServer {
     /// Kills `redis-server` (SIGKILL to its PID: all data is lost) and starts a new one on the same
     /// port; returns when the new one answers PING.
     pub async fn restart(&mut self) {
+        self.kill().await;
+        self.revive().await;
+    }
+
+    /// Kills `redis-server` (SIGKILL to its PID) and leaves it down.
+    pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill redis-server");
+    }
+
+    /// After [`Self::kill`]: starts an empty `redis-server` on the same port; returns when it
+    /// answers PING.
+    pub async fn revive(&mut self) {
+        assert!(self.child.try_wait().unwrap().is_some(), "redis-server is still running");
         let deadline = tokio::time::Instant::now() + START_DEADLINE;
         loop {
             let mut child = spawn(self.port, &self.dir);
