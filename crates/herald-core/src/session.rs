@@ -528,7 +528,7 @@ impl Session {
                     let body = serde_json::json!({ "job": job.public(), "repeated": repeated });
                     job_answer(&connection, "herald:job_accepted", request_id.as_deref(), body);
                     if !repeated {
-                        app.announce_job(&job).await;
+                        app.announce_submitted(&job).await;
                     }
                 }
                 Err(error) => {

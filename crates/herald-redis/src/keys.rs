@@ -85,6 +85,21 @@ impl Keys {
         format!("{}:node:{node}:subs", self.prefix)
     }
 
+    /// The hash tag of a job queue (`{app:q:queue}`): every key of the queue starts with it.
+    pub fn queue(&self, app: &str, queue: &str) -> String {
+        format!("{}:{{{app}:q:{queue}}}", self.prefix)
+    }
+
+    /// Job id → queue name, per app.
+    pub fn job_ids(&self, app: &str) -> String {
+        format!("{}:{{{app}}}:jobids", self.prefix)
+    }
+
+    /// Every (app, queue) that ever had a job, for the lease sweep.
+    pub fn job_queues(&self) -> String {
+        format!("{}:jobqueues", self.prefix)
+    }
+
     /// A node's own channel, which proves delivery works.
     pub fn probe(&self, node: &str) -> String {
         format!("{}:probe:{node}", self.prefix)

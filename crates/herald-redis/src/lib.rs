@@ -9,6 +9,7 @@
 //! What must be atomic is a Lua script ([`scripts`]); where everything lives is [`keys`].
 
 mod connection;
+mod jobs;
 mod keys;
 mod listener;
 mod scripts;
@@ -26,6 +27,8 @@ use herald_protocol::SocketId;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+pub use crate::jobs::RedisJobs;
 
 use crate::connection::{Conn, Target};
 use crate::keys::Keys;
@@ -161,6 +164,11 @@ impl RedisEngine {
         }
         tracing::info!(node = %engine.inner.id, prefix = %config.prefix, "redis engine started");
         Ok(engine)
+    }
+
+    /// The engine's job store, shared by every node on this Redis and prefix.
+    pub fn jobs(&self) -> RedisJobs {
+        RedisJobs::new(self.inner.clone())
     }
 
     /// This node's id in Redis.

@@ -153,3 +153,21 @@ async fn delivery_survives_moving_a_channels_slot_to_another_master() {
     assert_eq!(a.engine.publish("app", "news", message("e"), RETENTION).await.unwrap(), 2, "serials continue");
     assert_eq!(b.serials("news", 1).await, vec![2], "delivery continues from the new owner");
 }
+
+async fn job_store(url: &str, prefix: &str) -> Arc<dyn herald_core::jobs::JobStore> {
+    let config = RedisConfig { url: url.to_owned(), prefix: prefix.to_owned(), node_lease: Duration::from_secs(1) };
+    let engine = RedisEngine::connect(config).await.unwrap();
+    Arc::new(engine.jobs())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_promise_of_the_job_store_contract_holds_on_redis() {
+    let redis = Redis::start();
+    herald_core::jobs::conformance::run_all(job_store(&redis.url, "jobs").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_promise_of_the_job_store_contract_holds_on_a_redis_cluster() {
+    let cluster = Cluster::start();
+    herald_core::jobs::conformance::run_all(job_store(&cluster.url(), "jobs").await).await;
+}

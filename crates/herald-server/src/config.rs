@@ -134,11 +134,6 @@ impl Config {
             ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
             ("server.node_lease_secs", server.node_lease_secs as usize),
         ];
-        if server.engine == EngineKind::Redis && self.apps.iter().any(|app| !app.queues.is_empty()) {
-            return Err(ConfigError::Conflict(
-                "job queues run on the memory engine only for now (jobs in Redis are not built yet)",
-            ));
-        }
         if server.engine == EngineKind::Redis && server.durable_history {
             return Err(ConfigError::Conflict("durable_history is for the memory engine; Redis keeps history itself"));
         }

@@ -62,14 +62,14 @@ pub async fn run(
     if config.apps.is_empty() {
         return Err(ServeError::NoApps);
     }
-    let engine = engine(&config.server).await?;
+    let (engine, shared_jobs) = engine(&config.server).await?;
     let registry = match &engine {
         Some(engine) => Registry::with_engine(config.apps, engine.clone())?,
         None => Registry::with_store(config.apps, history_store(&config.server)?)?,
     };
     let registry = Arc::new(registry);
     herald_core::cluster::attach(&registry);
-    let jobs = job_store(&config.server, &registry)?;
+    let jobs = job_store(&config.server, &registry, shared_jobs)?;
     let state = AppState::new(registry, config.server, engine);
     let sweeper = tokio::spawn(sweep(state.clone()));
     let job_sweeper = jobs.map(|store| tokio::spawn(sweep_jobs(state.registry.clone(), store)));
@@ -106,10 +106,11 @@ pub async fn run(
     Ok(())
 }
 
-/// The engine `settings` ask for; `None` for the memory engine (this node alone).
-async fn engine(settings: &ServerConfig) -> Result<Option<Arc<dyn Engine>>, ServeError> {
+/// The engine `settings` ask for and its job store; `None` for the memory engine (this node
+/// alone, jobs in SQLite).
+async fn engine(settings: &ServerConfig) -> Result<(Option<Arc<dyn Engine>>, Option<Arc<dyn JobStore>>), ServeError> {
     match settings.engine {
-        EngineKind::Memory => Ok(None),
+        EngineKind::Memory => Ok((None, None)),
         EngineKind::Redis => {
             let config = herald_redis::RedisConfig {
                 url: settings.redis_url.clone(),
@@ -118,15 +119,26 @@ async fn engine(settings: &ServerConfig) -> Result<Option<Arc<dyn Engine>>, Serv
             };
             let engine = herald_redis::RedisEngine::connect(config).await?;
             tracing::info!(node = engine.node_id(), prefix = %settings.redis_prefix, "engine: redis");
-            Ok(Some(Arc::new(engine)))
+            let jobs: Arc<dyn JobStore> = Arc::new(engine.jobs());
+            Ok((Some(Arc::new(engine)), Some(jobs)))
         }
     }
 }
 
-/// Opens `data_dir/jobs.sqlite3` for the apps that declare queues, if any do.
-fn job_store(settings: &ServerConfig, registry: &Registry) -> Result<Option<Arc<dyn JobStore>>, ServeError> {
+/// The engine's job store (Redis), or `data_dir/jobs.sqlite3`, for the apps that declare queues.
+fn job_store(
+    settings: &ServerConfig,
+    registry: &Registry,
+    shared: Option<Arc<dyn JobStore>>,
+) -> Result<Option<Arc<dyn JobStore>>, ServeError> {
     if !registry.apps().any(|app| app.has_queues()) {
         return Ok(None);
+    }
+    if let Some(store) = shared {
+        for app in registry.apps().filter(|app| app.has_queues()) {
+            app.attach_job_store(store.clone());
+        }
+        return Ok(Some(store));
     }
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|source| ServeError::DataDir { path: settings.data_dir.display().to_string(), source })?;

@@ -25,7 +25,7 @@ const SCHEMA: &str = "
         attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, backoff_ms INTEGER NOT NULL,
         run_at INTEGER NOT NULL, lease TEXT, lease_until INTEGER,
         progress TEXT, result TEXT, error TEXT,
-        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,
         PRIMARY KEY (app, id));
     CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (app, queue, state, priority DESC, run_at, created_at);
     CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (state, lease_until);
@@ -34,7 +34,7 @@ const SCHEMA: &str = "
 ";
 
 const COLUMNS: &str = "id, queue, state, priority, payload, user_id, attempts, max_attempts, run_at, lease, \
-                       lease_until, progress, result, error, created_at, updated_at, app, backoff_ms";
+                       lease_until, progress, result, error, created_at, updated_at, version, app, backoff_ms";
 
 type Call = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -68,6 +68,7 @@ fn job_of(row: &Row<'_>) -> rusqlite::Result<Job> {
         error: row.get(13)?,
         created_at: row.get(14)?,
         updated_at: row.get(15)?,
+        version: row.get(16)?,
     })
 }
 
@@ -173,8 +174,8 @@ impl JobStore for SqliteJobs {
             }
             conn.execute(
                 "INSERT INTO jobs (app, id, queue, state, priority, payload, user_id, idempotency_key, attempts,
-                    max_attempts, backoff_ms, run_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?11)",
+                    max_attempts, backoff_ms, run_at, created_at, updated_at, version)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?11, 1)",
                 params![
                     app,
                     job.id,
@@ -208,7 +209,7 @@ impl JobStore for SqliteJobs {
                 .map_err(unavailable)?;
             let Some(id) = id else { return Ok(None) };
             conn.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease = ?3, lease_until = ?4,
+                "UPDATE jobs SET version = version + 1, state = 'running', attempts = attempts + 1, lease = ?3, lease_until = ?4,
                     updated_at = ?5 WHERE app = ?1 AND id = ?2",
                 params![app, id, lease_token(), now + lease_ms, now],
             )
@@ -222,7 +223,7 @@ impl JobStore for SqliteJobs {
         self.call(move |conn| {
             leased(conn, &app, &id, &lease)?;
             conn.execute(
-                "UPDATE jobs SET lease_until = ?3, updated_at = ?4 WHERE app = ?1 AND id = ?2",
+                "UPDATE jobs SET version = version + 1, lease_until = ?3, updated_at = ?4 WHERE app = ?1 AND id = ?2",
                 params![app, id, now + lease_ms, now],
             )
             .map_err(unavailable)?;
@@ -235,7 +236,7 @@ impl JobStore for SqliteJobs {
         self.call(move |conn| {
             leased(conn, &app, &id, &lease)?;
             conn.execute(
-                "UPDATE jobs SET progress = ?3, updated_at = ?4 WHERE app = ?1 AND id = ?2",
+                "UPDATE jobs SET version = version + 1, progress = ?3, updated_at = ?4 WHERE app = ?1 AND id = ?2",
                 params![app, id, progress.get(), now],
             )
             .map_err(unavailable)?;
@@ -259,7 +260,7 @@ impl JobStore for SqliteJobs {
                 Outcome::Failed { error, retry: false } => (JobState::Failed, None, Some(error), job.run_at),
             };
             conn.execute(
-                "UPDATE jobs SET state = ?3, result = ?4, error = ?5, run_at = ?6, lease = NULL, lease_until = NULL,
+                "UPDATE jobs SET version = version + 1, state = ?3, result = ?4, error = ?5, run_at = ?6, lease = NULL, lease_until = NULL,
                     updated_at = ?7 WHERE app = ?1 AND id = ?2",
                 params![app, id, state.as_str(), result, error, run_at, now],
             )
@@ -276,7 +277,7 @@ impl JobStore for SqliteJobs {
                 return Err(JobError::WrongState(job.state.as_str()));
             }
             conn.execute(
-                "UPDATE jobs SET state = 'cancelled', lease = NULL, lease_until = NULL, updated_at = ?3
+                "UPDATE jobs SET version = version + 1, state = 'cancelled', lease = NULL, lease_until = NULL, updated_at = ?3
                  WHERE app = ?1 AND id = ?2",
                 params![app, id, now],
             )
@@ -293,7 +294,7 @@ impl JobStore for SqliteJobs {
                 return Err(JobError::WrongState(job.state.as_str()));
             }
             conn.execute(
-                "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?3, error = NULL, updated_at = ?3
+                "UPDATE jobs SET version = version + 1, state = 'queued', attempts = 0, run_at = ?3, error = NULL, updated_at = ?3
                  WHERE app = ?1 AND id = ?2",
                 params![app, id, now],
             )
@@ -353,7 +354,7 @@ impl JobStore for SqliteJobs {
             let mut changed = Vec::with_capacity(expired.len());
             for (app, id) in expired {
                 conn.execute(
-                    "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                    "UPDATE jobs SET version = version + 1, state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
                         error = 'lease expired', lease = NULL, lease_until = NULL, run_at = ?3, updated_at = ?3
                      WHERE app = ?1 AND id = ?2",
                     params![app, id, now],

@@ -59,6 +59,8 @@ pub async fn a_job_runs_from_submit_to_success(store: &dyn JobStore) {
     let done = store.finish(app, "j1", &lease, Outcome::Succeeded { result: json(r#"{"ok":true}"#) }, T0 + 3);
     let done = done.await.expect("finish");
     assert_eq!((done.state, done.result.as_ref().map(|r| r.get())), (JobState::Succeeded, Some(r#"{"ok":true}"#)));
+    let versions = [job.version, claimed.version, progressed.version, extended.version, done.version];
+    assert_eq!(versions, [1, 2, 3, 4, 5], "every change bumps the version");
     let again = store.finish(app, "j1", &lease, Outcome::Succeeded { result: json("1") }, T0 + 4).await;
     assert_eq!(again.err(), Some(JobError::LeaseMismatch), "a finished job cannot be finished again");
     let fetched = store.get(app, "j1").await.expect("get").expect("kept");

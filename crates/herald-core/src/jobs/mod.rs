@@ -113,6 +113,9 @@ pub struct Job {
     pub error: Option<String>,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Counts the job's changes: 1 when submitted, +1 on each. Updates published by different
+    /// nodes (or racing requests) can arrive out of order; a reader keeps the highest version.
+    pub version: u64,
 }
 
 impl Job {

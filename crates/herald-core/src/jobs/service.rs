@@ -144,12 +144,21 @@ impl App {
     pub async fn submit_job(&self, queue_name: &str, submit: SubmitJob) -> Result<(Job, bool), JobError> {
         let (job, repeated) = self.store_job(queue_name, submit).await?;
         if !repeated {
-            self.announce_job(&job).await;
+            self.announce_submitted(&job).await;
         }
         Ok((job, repeated))
     }
 
-    /// [`App::submit_job`] without telling the user, for a caller that answers first.
+    /// Tells the user a job is queued, then wakes this node's waiting workers: on one node the
+    /// `queued` update is published before any `running` one.
+    pub(crate) async fn announce_submitted(&self, job: &Job) {
+        self.announce_job(job).await;
+        if let Ok(queue) = self.jobs.queue(&job.queue) {
+            queue.ready.notify_waiters();
+        }
+    }
+
+    /// [`App::submit_job`] without telling anyone, for a caller that answers first.
     pub(crate) async fn store_job(&self, queue_name: &str, submit: SubmitJob) -> Result<(Job, bool), JobError> {
         let queue = self.jobs.queue(queue_name)?;
         if submit.from_client && !queue.config.client_submit {
@@ -182,11 +191,7 @@ impl App {
             max_length: queue.config.max_length,
             now,
         };
-        let (job, repeated) = self.jobs.store()?.submit(self.id(), job).await?;
-        if !repeated {
-            queue.ready.notify_waiters();
-        }
-        Ok((job, repeated))
+        self.jobs.store()?.submit(self.id(), job).await
     }
 
     /// Hands out the next ready job of the queue, waiting up to `wait` for one.

@@ -5,7 +5,62 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use crate::redis_server::RedisServer;
 use crate::support::{APP_ID, KEY, SECRET, TestClient, TestServer, data_of, hmac_hex};
+
+/// Where the jobs live: SQLite in the data dir (memory engine), or a private Redis.
+enum Engine {
+    Embedded,
+    Redis(Box<RedisServer>),
+}
+
+impl Engine {
+    async fn redis() -> Self {
+        Self::Redis(Box::new(RedisServer::start().await))
+    }
+
+    async fn serve(&self, toml: &str) -> TestServer {
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        TestServer::in_dir(&TestServer::fresh_dir(), toml, &args).await
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Self::Embedded => Vec::new(),
+            Self::Redis(redis) => ["--engine", "redis", "--redis-url", &redis.url(), "--redis-prefix", "jobs-e2e"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// Runs each listed test body on both engines.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::Embedded).await;
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Engine::redis().await).await;
+            })*
+        }
+    };
+}
+
+on_both_engines!(
+    a_job_goes_from_submit_to_result_and_its_user_sees_every_step_in_order,
+    a_worker_that_dies_mid_job_loses_only_its_lease,
+    a_thousand_queued_jobs_survive_kill_9_and_each_finishes_once,
+    a_payload_that_breaks_the_schema_is_rejected_with_the_failing_path,
+    a_client_submits_as_itself_whatever_user_id_it_claims,
+    a_client_offline_while_its_job_finishes_sees_the_result_after_reconnecting,
+);
 
 fn config(lease_secs: u64) -> String {
     format!(
@@ -38,6 +93,10 @@ async fn claim(server: &TestServer, wait_secs: u64) -> Option<Value> {
     }
 }
 
+async fn fetched_version(server: &TestServer, id: &str) -> u64 {
+    api(server, "GET", &format!("/jobs/{id}"), Value::Null).await.1["job"]["version"].as_u64().unwrap_or(0)
+}
+
 async fn signed_in(server: &TestServer, user: &str) -> TestClient {
     let mut client = server.client().await;
     client.signin(&format!(r#"{{"id":"{user}"}}"#)).await;
@@ -52,9 +111,8 @@ async fn next_update(client: &mut TestClient) -> (String, Value) {
     (job["state"].as_str().unwrap_or_default().to_owned(), frame)
 }
 
-#[tokio::test]
-async fn a_job_goes_from_submit_to_result_and_its_user_sees_every_step_in_order() {
-    let server = TestServer::with_config(&config(30)).await;
+async fn a_job_goes_from_submit_to_result_and_its_user_sees_every_step_in_order(engine: Engine) {
+    let server = engine.serve(&config(30)).await;
     let mut user = signed_in(&server, "ann").await;
     let job = submit(&server, json!({"from": 1}), Some("ann")).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -80,15 +138,15 @@ async fn a_job_goes_from_submit_to_result_and_its_user_sees_every_step_in_order(
         states.push(state);
     }
     assert_eq!(states, ["queued", "running", "running", "succeeded"]);
+    assert_eq!(fetched_version(&server, &id).await, 4, "submit, claim, progress, finish");
     assert!(serials.windows(2).all(|w| w[1] == w[0] + 1), "updates in serial order: {serials:?}");
     let (status, fetched) = api(&server, "GET", &format!("/jobs/{id}"), Value::Null).await;
     assert_eq!((status, fetched["job"]["result"].clone()), (200, json!({"rows": 3})));
     assert!(fetched["job"].get("lease").is_none(), "the lease token is not shown to readers");
 }
 
-#[tokio::test]
-async fn a_worker_that_dies_mid_job_loses_only_its_lease() {
-    let server = TestServer::with_config(&config(1)).await;
+async fn a_worker_that_dies_mid_job_loses_only_its_lease(engine: Engine) {
+    let server = engine.serve(&config(1)).await;
     let id = submit(&server, json!({"from": 2}), None).await["id"].as_str().unwrap().to_owned();
     let first = claim(&server, 0).await.expect("claimed");
     // The worker dies: it never reports. After the lease (1 s) another worker gets the job.
@@ -104,16 +162,17 @@ async fn a_worker_that_dies_mid_job_loses_only_its_lease() {
     assert_eq!(api(&server, "POST", &format!("/jobs/{id}/finish"), fresh).await.0, 200);
 }
 
-#[tokio::test]
-async fn a_thousand_queued_jobs_survive_kill_9_and_each_finishes_once() {
+async fn a_thousand_queued_jobs_survive_kill_9_and_each_finishes_once(engine: Engine) {
     let dir = TestServer::fresh_dir();
-    let server = TestServer::in_dir(&dir, &config(30), &[]).await;
+    let args = engine.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::in_dir(&dir, &config(30), &args).await;
     let mut submitted = HashSet::new();
     for i in 0..1000 {
         submitted.insert(submit(&server, json!({"from": i}), None).await["id"].as_str().unwrap().to_owned());
     }
     server.crash().await;
-    let server = TestServer::in_dir(&dir, &config(30), &[]).await;
+    let server = TestServer::in_dir(&dir, &config(30), &args).await;
     let (_, queue) = api(&server, "GET", "/queues/reports", Value::Null).await;
     assert_eq!(queue["counts"]["queued"], 1000, "every acknowledged submit survived: {queue}");
     let mut finished = HashSet::new();
@@ -128,9 +187,8 @@ async fn a_thousand_queued_jobs_survive_kill_9_and_each_finishes_once() {
     assert_eq!(queue["counts"]["succeeded"], 1000);
 }
 
-#[tokio::test]
-async fn a_payload_that_breaks_the_schema_is_rejected_with_the_failing_path() {
-    let server = TestServer::with_config(&config(30)).await;
+async fn a_payload_that_breaks_the_schema_is_rejected_with_the_failing_path(engine: Engine) {
+    let server = engine.serve(&config(30)).await;
     let (status, body) = api(&server, "POST", "/queues/reports/jobs", json!({"payload": {"from": "yesterday"}})).await;
     assert_eq!(status, 400);
     let text = body.as_str().unwrap_or_default();
@@ -147,9 +205,8 @@ async fn a_payload_that_breaks_the_schema_is_rejected_with_the_failing_path() {
     assert!(data["reason"].as_str().unwrap().contains("from"), "{data}");
 }
 
-#[tokio::test]
-async fn a_client_submits_as_itself_whatever_user_id_it_claims() {
-    let server = TestServer::with_config(&config(30)).await;
+async fn a_client_submits_as_itself_whatever_user_id_it_claims(engine: Engine) {
+    let server = engine.serve(&config(30)).await;
     let mut mallory = signed_in(&server, "mallory").await;
     let forged = json!({"queue": "reports", "payload": {"from": 1}, "user_id": "alice", "request_id": "x"});
     mallory.send(json!({"event": "herald:job_submit", "data": forged})).await;
@@ -171,9 +228,8 @@ async fn a_client_submits_as_itself_whatever_user_id_it_claims() {
     assert!(refused["reason"].as_str().unwrap().contains("sign in"), "{refused}");
 }
 
-#[tokio::test]
-async fn a_client_offline_while_its_job_finishes_sees_the_result_after_reconnecting() {
-    let server = TestServer::with_config(&config(30)).await;
+async fn a_client_offline_while_its_job_finishes_sees_the_result_after_reconnecting(engine: Engine) {
+    let server = engine.serve(&config(30)).await;
     let mut client = server.client().await;
     let user_data = r#"{"id":"carol"}"#;
     client.signin(user_data).await;
@@ -244,4 +300,30 @@ async fn the_jobs_command_submits_lists_inspects_and_requeues_dead_jobs() {
     assert_eq!((requeued["job"]["state"].as_str(), requeued["job"]["attempts"].as_u64()), (Some("queued"), Some(0)));
     let (ok, _) = herald_jobs(&server, &["inspect", "no-such-job"]).await;
     assert!(!ok, "a missing job is an error");
+}
+
+#[tokio::test]
+async fn on_redis_a_job_submitted_on_one_node_is_claimed_on_another_and_its_user_hears_everywhere() {
+    let engine = Engine::redis().await;
+    let a = engine.serve(&config(30)).await;
+    let b = std::sync::Arc::new(engine.serve(&config(30)).await);
+    let mut user_on_b = signed_in(&b, "dora").await;
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { claim(&b, 10).await }
+    });
+    let id = submit(&a, json!({"from": 7}), Some("dora")).await["id"].as_str().unwrap().to_owned();
+    let claimed = waiting.await.unwrap().expect("the worker on node b gets the job submitted on node a");
+    assert_eq!(claimed["id"].as_str(), Some(&*id));
+    let body = json!({"lease": claimed["lease"], "result": {"done": true}});
+    assert_eq!(api(&a, "POST", &format!("/jobs/{id}/finish"), body).await.0, 200, "any node takes the report");
+    // Updates from two nodes may cross; each carries the job's version, which orders them.
+    let mut updates = Vec::new();
+    for _ in 0..3 {
+        let (state, frame) = next_update(&mut user_on_b).await;
+        updates.push((data_of(&frame)["version"].as_u64().unwrap(), state));
+    }
+    updates.sort();
+    let expected = [(1, "queued"), (2, "running"), (3, "succeeded")].map(|(v, s)| (v, s.to_owned()));
+    assert_eq!(updates, expected);
 }
