@@ -133,6 +133,16 @@ pub enum BenchScenario {
         #[arg(long, default_value_t = 100)]
         payload: usize,
     },
+    /// Jobs per second through submit → claim → finish over the HTTP API (the queue must exist).
+    Jobs {
+        #[arg(long, default_value_t = 2000)]
+        jobs: usize,
+        /// Workers, and as many submitters, running at once.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        #[arg(long, default_value = "bench")]
+        queue: String,
+    },
 }
 
 #[derive(Debug, Args)]

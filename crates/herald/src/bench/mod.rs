@@ -2,13 +2,14 @@
 //!
 //! Scenarios: `idle` (many subscribed connections; server memory per connection) and `fanout`
 //! (many subscribers on one channel, a publisher at a fixed rate over the signed HTTP API;
-//! latency from timestamps in the payload, loss). Connections are spread over several loopback
+//! latency from timestamps in the payload, loss) and `jobs` (jobs per second through the job routes). Connections are spread over several loopback
 //! source addresses so that one run can exceed the ephemeral-port range. It prints a table and one
 //! JSON line, so runs can be compared by script.
 
 mod client;
 mod fanout;
 mod idle;
+mod jobs;
 mod report;
 
 use anyhow::Context;
@@ -24,6 +25,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             BenchScenario::Fanout { subscribers, rate, seconds, payload } => {
                 fanout::run(&args, *subscribers, *rate, *seconds, *payload).await
             }
+            BenchScenario::Jobs { jobs, workers, queue } => jobs::run(&args, *jobs, *workers, queue).await,
         }
     })
 }
