@@ -59,30 +59,6 @@ impl Idempotency {
         Outcome::Delivered(serials)
     }
 
-    /// For a publish that completes later (on an engine): `None` means the key is now reserved and
-    /// the caller must [`settle`](Self::settle) or [`release`](Self::release) it. A repeat racing
-    /// the first publish is answered as a repeat with no serials yet.
-    pub fn reserve(&self, key: &str, target: &str, now: Instant) -> Option<Outcome> {
-        let mut inner = self.inner.lock();
-        let outcome = self.check(&mut inner, key, target, now);
-        if outcome.is_none() {
-            self.remember(&mut inner, key, target, Arc::from([]), now);
-        }
-        outcome
-    }
-
-    /// Records the serials a reserved publish took.
-    pub fn settle(&self, key: &str, serials: Arc<[u64]>) {
-        if let Some(entry) = self.inner.lock().seen.get_mut(key) {
-            entry.1 = serials;
-        }
-    }
-
-    /// Forgets a reserved key whose publish failed, so it can be retried.
-    pub fn release(&self, key: &str) {
-        self.inner.lock().seen.remove(key);
-    }
-
     fn check(&self, inner: &mut Inner, key: &str, target: &str, now: Instant) -> Option<Outcome> {
         self.forget_expired(inner, now);
         let (first_target, serials) = inner.seen.get(key)?;

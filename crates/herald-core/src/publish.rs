@@ -12,7 +12,7 @@ use herald_protocol::{ChannelKind, ChannelName, FrameData, SocketId, server_fram
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::engine::{EngineError, Message};
+use crate::engine::{EngineError, Message, Reservation};
 use crate::hub::{CachedEvent, ChannelCounts, HistoryPage};
 use crate::idempotency::{MAX_KEY_LEN, Outcome};
 
@@ -119,16 +119,16 @@ impl App {
         self.hub.publish(channel.as_str(), encode, publish.exclude, cache, now)
     }
 
-    /// Publishes through the engine; keys are remembered by this node.
-    async fn publish_shared(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
-        let key = publish.idempotency_key;
-        if let Some(key) = key {
-            match self.idempotency.reserve(key, &target(publish), now) {
-                None => {}
-                Some(Outcome::Repeated(serials) | Outcome::Delivered(serials)) => {
-                    return Ok(Published { serials, repeated: true });
-                }
-                Some(Outcome::Conflict) => return Err(PublishError::IdempotencyConflict),
+    /// Publishes through the engine, which also remembers idempotency keys for every node.
+    async fn publish_shared(&self, publish: &Publish<'_>, _now: Instant) -> Result<Published, PublishError> {
+        let window_ms = self.config.idempotency_window_secs * 1000;
+        let key = publish.idempotency_key.filter(|_| window_ms > 0).map(|key| format!("p:{key}"));
+        let target = target(publish);
+        if let (Some(key), Some(engine)) = (&key, &self.engine) {
+            match engine.reserve_key(self.id(), key, &target, window_ms).await? {
+                Reservation::Fresh => {}
+                Reservation::Repeated(serials) => return Ok(Published { serials: serials.into(), repeated: true }),
+                Reservation::Conflict => return Err(PublishError::IdempotencyConflict),
             }
         }
         let mut serials = Vec::with_capacity(publish.channels.len());
@@ -143,18 +143,48 @@ impl App {
             match self.publish_message(channel.as_str(), message).await {
                 Ok(serial) => serials.push(serial),
                 Err(error) => {
-                    if let Some(key) = key {
-                        self.idempotency.release(key);
-                    }
+                    self.settle_key(key.as_deref(), &target, None).await;
                     return Err(error.into());
                 }
             }
         }
-        let serials: Arc<[u64]> = serials.into();
-        if let Some(key) = key {
-            self.idempotency.settle(key, serials.clone());
+        self.settle_key(key.as_deref(), &target, Some(&serials)).await;
+        Ok(Published { serials: serials.into(), repeated: false })
+    }
+
+    /// Records (or, with `None`, releases) a reserved key; a failure only shortens its memory.
+    async fn settle_key(&self, key: Option<&str>, target: &str, serials: Option<&[u64]>) {
+        if let (Some(key), Some(engine)) = (key, &self.engine)
+            && let Err(error) = engine.settle(self.id(), key, target, serials).await
+        {
+            tracing::warn!(app = %self.id(), "idempotency key not settled: {error}");
         }
-        Ok(Published { serials, repeated: false })
+    }
+
+    /// Publishes a client event through the engine, once per idempotency key (if any).
+    pub(crate) async fn publish_client_event(
+        &self,
+        channel: &str,
+        message: Message,
+        key: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let window_ms = self.config.idempotency_window_secs * 1000;
+        let key = key.filter(|_| window_ms > 0);
+        if let (Some(key), Some(engine)) = (key, &self.engine)
+            && engine.reserve_key(self.id(), key, channel, window_ms).await? != Reservation::Fresh
+        {
+            return Ok(());
+        }
+        match self.publish_message(channel, message).await {
+            Ok(serial) => {
+                self.settle_key(key, channel, Some(&[serial])).await;
+                Ok(())
+            }
+            Err(error) => {
+                self.settle_key(key, channel, None).await;
+                Err(error)
+            }
+        }
     }
 
     /// Publishes one message through the engine.

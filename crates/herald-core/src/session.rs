@@ -426,9 +426,10 @@ impl Session {
     }
 
     /// Sends a client event through the engine, in the background: the socket's task must not wait
-    /// for the round trip. Keys are remembered by this node.
-    fn client_event_shared(&mut self, event: &ClientEvent, user_id: Option<Arc<str>>, now: Instant) {
+    /// for the round trip. Keys are remembered by the engine, for every node.
+    fn client_event_shared(&mut self, event: &ClientEvent, user_id: Option<Arc<str>>, _now: Instant) {
         let socket_id = self.connection.socket_id;
+        let mut scoped_key = None;
         if let Some(key) = event.idempotency_key.as_deref() {
             if key.is_empty() || key.len() > MAX_KEY_LEN {
                 let message = format!("client event rejected: idempotency_key must be 1 to {MAX_KEY_LEN} characters");
@@ -436,9 +437,7 @@ impl Session {
             }
             let signed_in = self.user.as_ref().map(|u| u.id.clone());
             let sender = user_id.clone().or(signed_in).map_or_else(|| socket_id.to_string(), |id| id.to_string());
-            if self.app.client_idempotency.reserve(&format!("{sender}\0{key}"), &event.channel, now).is_some() {
-                return;
-            }
+            scoped_key = Some(format!("c:{sender}\n{key}"));
         }
         let message = Message {
             event: event.event.clone(),
@@ -450,7 +449,7 @@ impl Session {
         let app = self.app.clone();
         let channel = event.channel.clone();
         tokio::spawn(async move {
-            if let Err(error) = app.publish_message(&channel, message).await {
+            if let Err(error) = app.publish_client_event(&channel, message, scoped_key.as_deref()).await {
                 tracing::warn!(app = %app.id(), %socket_id, "client event not published: {error}");
             }
         });

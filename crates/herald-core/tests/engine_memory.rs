@@ -163,3 +163,7 @@ async fn sessions_on_two_nodes_share_serials_presence_and_resume() {
     let users = app.presence_users(&ChannelName::parse("presence-room", 200).unwrap()).await.unwrap();
     assert_eq!(users, vec!["ann".to_owned()]);
 }
+#[tokio::test]
+async fn idempotency_keys_hold_across_nodes() {
+    conformance::idempotency_keys_hold_across_nodes(&Clusters::default()).await;
+}

@@ -100,6 +100,11 @@ impl Keys {
         format!("{}:jobqueues", self.prefix)
     }
 
+    /// An idempotency key of an app: `target\nserials` while remembered.
+    pub fn idempotency(&self, app: &str, key: &str) -> String {
+        format!("{}:{{{app}}}:idem:{key}", self.prefix)
+    }
+
     /// A node's own channel, which proves delivery works.
     pub fn probe(&self, node: &str) -> String {
         format!("{}:probe:{node}", self.prefix)

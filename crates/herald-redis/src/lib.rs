@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use herald_core::engine::{Engine, EngineError, EngineFuture, Message, Node, Record, Retention, Snapshot};
+use herald_core::engine::{Engine, EngineError, EngineFuture, Message, Node, Record, Reservation, Retention, Snapshot};
 use herald_core::hub::ChannelCounts;
 use herald_protocol::SocketId;
 use parking_lot::{Mutex, RwLock};
@@ -343,6 +343,52 @@ impl Engine for RedisEngine {
         Box::pin(async move {
             redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<()>(&mut conn).await.map_err(unavailable)
         })
+    }
+
+    fn reserve_key(&self, app: &str, key: &str, target: &str, window_ms: u64) -> EngineFuture<'_, Reservation> {
+        let redis_key = self.inner.keys.idempotency(app, key);
+        let target = target.to_owned();
+        Box::pin(async move {
+            let mut conn = self.inner.conn();
+            // The key can expire between SET NX and GET; then try again.
+            for _ in 0..3 {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&redis_key)
+                    .arg(format!("{target}\n"))
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(window_ms.max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                if set.is_some() {
+                    return Ok(Reservation::Fresh);
+                }
+                let held: Option<String> =
+                    redis::cmd("GET").arg(&redis_key).query_async(&mut conn).await.map_err(unavailable)?;
+                let Some(held) = held else { continue };
+                let (first, serials) = held.split_once('\n').unwrap_or((held.as_str(), ""));
+                if first != target {
+                    return Ok(Reservation::Conflict);
+                }
+                return Ok(Reservation::Repeated(serials.split(',').filter_map(|s| s.parse().ok()).collect()));
+            }
+            Err(EngineError::Unavailable("idempotency key kept changing".into()))
+        })
+    }
+
+    fn settle(&self, app: &str, key: &str, target: &str, serials: Option<&[u64]>) -> EngineFuture<'_, ()> {
+        let redis_key = self.inner.keys.idempotency(app, key);
+        let command = match serials {
+            None => redis::cmd("DEL").arg(&redis_key).take(),
+            Some(serials) => {
+                let serials: Vec<String> = serials.iter().map(u64::to_string).collect();
+                let value = format!("{target}\n{}", serials.join(","));
+                redis::cmd("SET").arg(&redis_key).arg(value).arg("XX").arg("KEEPTTL").take()
+            }
+        };
+        let mut conn = self.inner.conn();
+        Box::pin(async move { command.query_async::<()>(&mut conn).await.map_err(unavailable) })
     }
 
     fn is_ready(&self) -> bool {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use herald_protocol::SocketId;
 use tokio::sync::mpsc;
 
-use super::{Delivery, Engine, Message, Node, Retention, Snapshot};
+use super::{Delivery, Engine, Message, Node, Reservation, Retention, Snapshot};
 use crate::hub::ChannelCounts;
 
 /// Builds nodes for the checks.
@@ -312,6 +312,27 @@ pub async fn terminate_reaches_every_node(factory: &dyn Factory) {
     }
 }
 
+/// An idempotency key is one publish across nodes: repeats see its serials, other targets conflict.
+pub async fn idempotency_keys_hold_across_nodes(factory: &dyn Factory) {
+    let prefix = factory.fresh_prefix();
+    let a = TestNode::new(factory, &prefix).await;
+    let b = TestNode::new(factory, &prefix).await;
+    let reserve = |node: &TestNode, key: &'static str, target: &'static str| {
+        let engine = node.engine.clone();
+        async move { engine.reserve_key("app", key, target, 60_000).await.expect("reserve") }
+    };
+    assert_eq!(reserve(&a, "k1", "news").await, Reservation::Fresh);
+    assert_eq!(reserve(&b, "k1", "news").await, Reservation::Repeated(Vec::new()), "in flight on the other node");
+    assert_eq!(reserve(&b, "k1", "sport").await, Reservation::Conflict);
+    a.engine.settle("app", "k1", "news", Some(&[7])).await.expect("settle");
+    assert_eq!(reserve(&b, "k1", "news").await, Reservation::Repeated(vec![7]));
+    assert_eq!(reserve(&a, "k2", "news").await, Reservation::Fresh);
+    a.engine.settle("app", "k2", "news", None).await.expect("release");
+    assert_eq!(reserve(&b, "k2", "news").await, Reservation::Fresh, "a released key can be used again");
+    let other_app = b.engine.reserve_key("other", "k1", "news", 60_000).await.expect("reserve");
+    assert_eq!(other_app, Reservation::Fresh, "apps have their own keys");
+}
+
 /// Polls `check` until it holds, for at most ten seconds.
 async fn eventually<F, Fut>(what: &str, check: F)
 where
@@ -334,4 +355,5 @@ pub async fn run_all(factory: &dyn Factory) {
     counts_add_up_across_nodes(factory).await;
     apps_and_prefixes_are_isolated(factory).await;
     terminate_reaches_every_node(factory).await;
+    idempotency_keys_hold_across_nodes(factory).await;
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use herald_protocol::SocketId;
 use parking_lot::Mutex;
 
-use super::{Delivery, Engine, EngineFuture, Message, Node, Record, Retention, Snapshot, new_epoch};
+use super::{Delivery, Engine, EngineFuture, Message, Node, Record, Reservation, Retention, Snapshot, new_epoch};
 use crate::hub::ChannelCounts;
 
 type NodeId = u64;
@@ -34,6 +34,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     channels: HashMap<Key, ChannelState>,
+    /// (app, key) → (target, serials, expires at unix ms).
+    keys: HashMap<Key, (String, Vec<u64>, u64)>,
     nodes: HashMap<NodeId, NodeEntry>,
     next_node: NodeId,
 }
@@ -337,6 +339,37 @@ impl Engine for MemoryEngine {
         };
         for node in nodes {
             node.terminate_user(app, user_id);
+        }
+        ready(())
+    }
+
+    fn reserve_key(&self, app: &str, key: &str, target: &str, window_ms: u64) -> EngineFuture<'_, Reservation> {
+        let mut state = self.shared.state.lock();
+        let now = unix_ms();
+        state.keys.retain(|_, (_, _, expires)| *expires > now);
+        let reservation = match state.keys.get(&(app.to_owned(), key.to_owned())) {
+            Some((first, serials, _)) if first == target => Reservation::Repeated(serials.clone()),
+            Some(_) => Reservation::Conflict,
+            None => {
+                state.keys.insert((app.to_owned(), key.to_owned()), (target.to_owned(), Vec::new(), now + window_ms));
+                Reservation::Fresh
+            }
+        };
+        ready(reservation)
+    }
+
+    fn settle(&self, app: &str, key: &str, target: &str, serials: Option<&[u64]>) -> EngineFuture<'_, ()> {
+        let mut state = self.shared.state.lock();
+        let slot = (app.to_owned(), key.to_owned());
+        match serials {
+            None => {
+                state.keys.remove(&slot);
+            }
+            Some(serials) => {
+                if let Some(entry) = state.keys.get_mut(&slot).filter(|(first, _, _)| first == target) {
+                    entry.1 = serials.to_vec();
+                }
+            }
         }
         ready(())
     }

@@ -90,6 +90,17 @@ pub struct Snapshot {
     pub members: Vec<(String, Option<String>)>,
 }
 
+/// What reserving an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// First use: publish, then settle.
+    Fresh,
+    /// Used for the same target: do not publish; these serials (empty while the first is in flight).
+    Repeated(Vec<u64>),
+    /// Used for another target.
+    Conflict,
+}
+
 /// What an engine hands a node for one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -142,6 +153,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn members(&self, app: &str, channel: &str) -> EngineFuture<'_, Vec<String>>;
     /// Closes `user_id`'s connections on every node.
     fn terminate_user(&self, app: &str, user_id: &str) -> EngineFuture<'_, ()>;
+    /// Reserves an idempotency `key` for `target` (what is published) for `window_ms`, across
+    /// nodes: `Fresh` means this caller publishes and then [`Engine::settle`]s (or releases) it.
+    fn reserve_key(&self, app: &str, key: &str, target: &str, window_ms: u64) -> EngineFuture<'_, Reservation>;
+    /// Records the serials a reserved key's publish took; `None` releases the key (it failed).
+    fn settle(&self, app: &str, key: &str, target: &str, serials: Option<&[u64]>) -> EngineFuture<'_, ()>;
     /// Whether delivery works (connected, subscribed, probed).
     fn is_ready(&self) -> bool;
     /// Leaves cleanly: presence and counts of this node are withdrawn at once.

@@ -939,3 +939,25 @@ async fn members_and_counts_are_rebuilt_after_redis_loses_them() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_one_publish_whichever_node_gets_the_repeat() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("idem");
+    let nodes = cluster(&redis, &prefix, 2, &[]).await;
+    let mut watcher = nodes[1].client().await;
+    watcher.subscribe("orders").await;
+    let body = json!({"name": "paid", "channel": "orders", "data": "{}", "idempotency_key": "order-42"});
+    let (status, first) = nodes[0].publish(body.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, repeat) = nodes[1].publish(body).await;
+    assert_eq!(status, 200, "{repeat}");
+    let (first, repeat): (Value, Value) =
+        (serde_json::from_str(&first).unwrap(), serde_json::from_str(&repeat).unwrap());
+    assert_eq!(repeat["serials"], first["serials"], "the repeat answers with the first publish's serials");
+    let other = json!({"name": "paid", "channel": "refunds", "data": "{}", "idempotency_key": "order-42"});
+    assert_eq!(nodes[1].publish(other).await.0, 409, "the key names one publish");
+    assert_eq!(watcher.expect_event("paid").await["serial"], 1);
+    publish_on(&nodes[0], "orders", "probe", "{}").await;
+    assert_eq!(watcher.expect_event("probe").await["serial"], 2, "the repeat was not delivered");
+}

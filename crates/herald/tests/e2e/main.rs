@@ -13,3 +13,4 @@ mod redis_server;
 mod sse;
 mod support;
 mod users;
+mod worker_example;
