@@ -15,6 +15,10 @@ use crate::engine::{Delivery, Node, Snapshot};
 use crate::hub::{Apply, Installed, Joined, Left};
 use crate::registry::Registry;
 
+/// The engine channel whose presence members are the users signed in on any node. Its name cannot
+/// be a client channel's (`#` is reserved), and it is never listed.
+const ONLINE: &str = "#online";
+
 fn is_cache(channel: &str) -> bool {
     ChannelName::parse(channel, usize::MAX).is_ok_and(|c| c.is_cache())
 }
@@ -23,6 +27,22 @@ impl App {
     /// Whether this app shares its channels with other nodes.
     pub fn is_clustered(&self) -> bool {
         self.engine.is_some()
+    }
+
+    /// Starts following which users are online on every node (for watchlists).
+    fn follow_online(&self) {
+        let Some(engine) = &self.engine else { return };
+        self.users.follow_engine();
+        engine.listen(self.id(), ONLINE, self.retention(false));
+    }
+
+    /// Tells the engine a user came online on this node (`true`) or went offline.
+    pub(crate) fn user_online_here(&self, user_id: &str, online: bool, socket_id: SocketId) {
+        let Some(engine) = &self.engine else { return };
+        match online {
+            true => engine.presence_join(self.id(), ONLINE, user_id, None, socket_id),
+            false => engine.presence_leave(self.id(), ONLINE, user_id),
+        }
     }
 
     /// Passes on what a subscribe changed.
@@ -56,6 +76,14 @@ impl App {
 
     fn delivered(&self, channel: &str, delivery: Delivery) {
         let Some(engine) = &self.engine else { return };
+        if channel == ONLINE {
+            match delivery {
+                Delivery::MemberAdded { user_id, .. } => self.users.set_online(&user_id, true),
+                Delivery::MemberRemoved { user_id } => self.users.set_online(&user_id, false),
+                Delivery::Event(_) => {}
+            }
+            return;
+        }
         match self.hub.apply(channel, delivery, Instant::now()) {
             Apply::Done => {}
             Apply::Resync => engine.listen(self.id(), channel, self.retention(is_cache(channel))),
@@ -65,6 +93,10 @@ impl App {
 
     fn installed(&self, channel: &str, snapshot: Snapshot) {
         let Some(engine) = &self.engine else { return };
+        if channel == ONLINE {
+            let users: Vec<String> = snapshot.members.into_iter().map(|(id, _)| id).collect();
+            return self.users.replace_online(&users);
+        }
         let Installed { joined, count, resync, unlisten } = self.hub.install(channel, snapshot, Instant::now());
         for (member, socket_id) in joined {
             let info = member.user_info.as_deref().map(|i| i.get());
@@ -106,6 +138,7 @@ pub fn attach(registry: &Arc<Registry>) {
     for app in registry.apps() {
         if let Some(engine) = &app.engine {
             engine.attach(Arc::downgrade(&node));
+            app.follow_online();
         }
     }
 }

@@ -356,7 +356,7 @@ impl Session {
                 return Err("this connection is already signed in as another user".into());
             }
             let id = current.id.clone();
-            self.join_user_stream(&id, signin, now);
+            self.join_user_stream(&id, signin, None, now);
             return Ok(());
         }
         let mut watchlist: Vec<Arc<str>> =
@@ -370,8 +370,11 @@ impl Session {
             );
         }
         let id: Arc<str> = Arc::from(id);
-        self.join_user_stream(&id, signin, now);
-        self.app.users.sign_in(&id, &self.connection, &watchlist);
+        let (came_online, watchlist_state) = self.app.users.sign_in(&id, &self.connection, &watchlist);
+        self.join_user_stream(&id, signin, watchlist_state.as_ref(), now);
+        if came_online {
+            self.app.user_online_here(&id, true, self.connection.socket_id);
+        }
         self.user = Some(SignedIn { id, watchlist });
         self.authorized = true;
         Ok(())
@@ -379,9 +382,9 @@ impl Session {
 
     /// Joins `#server-to-user-<id>` (again, for a repeated sign-in), which queues `signin_success`
     /// with the stream's position and, when asked, what the user missed.
-    fn join_user_stream(&mut self, id: &str, signin: &Signin, now: Instant) {
+    fn join_user_stream(&mut self, id: &str, signin: &Signin, then: Option<&bytes::Bytes>, now: Instant) {
         let channel = ChannelName::server_to_user(id);
-        let confirmation = Confirmation::SigninSuccess { user_data: &signin.user_data };
+        let confirmation = Confirmation::SigninSuccess { user_data: &signin.user_data, then };
         let join = Join { member: None, resume: signin.resume.as_ref(), confirmation };
         // Without a member there is no limit to refuse on.
         if let Ok(joined) = self.app.hub.subscribe(&channel, &self.connection, join, now) {
@@ -563,8 +566,10 @@ impl Drop for Session {
             let left = self.app.hub.unsubscribe(channel, self.connection.socket_id, now);
             self.app.left(channel, left);
         }
-        if let Some(user) = self.user.take() {
-            self.app.users.sign_out(&user.id, self.connection.socket_id, &user.watchlist);
+        if let Some(user) = self.user.take()
+            && self.app.users.sign_out(&user.id, self.connection.socket_id, &user.watchlist)
+        {
+            self.app.user_online_here(&user.id, false, self.connection.socket_id);
         }
         self.app.remove_connection();
     }

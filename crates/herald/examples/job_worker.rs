@@ -138,7 +138,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Works on one claimed job and reports how it ended. Nothing here stops the worker: a job that
-/// cannot be reported on is dropped, and the queue hands it out again after its lease.
+/// cannot be reported on is dropped (if it is still this worker's, the queue hands it out again
+/// when the lease runs out).
 async fn handle(api: &Api, mut job: Job, step: Duration) {
     log(format_args!("job {}: claimed (attempt {}), payload {}", job.id, job.attempts, job.payload));
     let ended = match work(api, &mut job, step).await {
@@ -200,7 +201,7 @@ async fn work(api: &Api, job: &mut Job, step: Duration) -> Result<Value, WorkErr
 /// Integers sum as integers (`[1, 2, 3]` gives `6`, not `6.0`); anything else as floats.
 fn sum(numbers: &[Value]) -> Value {
     match numbers.iter().try_fold(0_i64, |total, n| total.checked_add(n.as_i64()?)) {
-        Some(total) => json!(total + 1),
+        Some(total) => json!(total),
         None => json!(numbers.iter().filter_map(Value::as_f64).sum::<f64>()),
     }
 }

@@ -110,9 +110,11 @@ pub struct CachedEvent {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Confirmation<'a> {
     SubscriptionSucceeded,
-    /// The user stream is joined by signing in.
+    /// The user stream is joined by signing in; `then` (the watchlist's first state) follows the
+    /// confirmation.
     SigninSuccess {
         user_data: &'a str,
+        then: Option<&'a Bytes>,
     },
 }
 
@@ -212,11 +214,14 @@ impl Channel {
             Confirmation::SubscriptionSucceeded => {
                 server_frame::subscription_succeeded(name.as_str(), presence, self.position(), recovered)
             }
-            Confirmation::SigninSuccess { user_data } => {
+            Confirmation::SigninSuccess { user_data, .. } => {
                 server_frame::signin_success(user_data, self.position(), recovered)
             }
         };
         connection.outbox.push(frame);
+        if let Confirmation::SigninSuccess { then: Some(then), .. } = join.confirmation {
+            connection.outbox.push(then.clone());
+        }
         if let (Some(true), Some(resume)) = (recovered, join.resume) {
             for entry in self.history.after(resume.serial, self.head).into_iter().flatten() {
                 connection.outbox.push(entry.frame.clone());

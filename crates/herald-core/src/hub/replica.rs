@@ -38,27 +38,23 @@ pub(crate) struct OwnedJoin {
     connection: Arc<Connection>,
     member: Option<MemberJoin>,
     resume: Option<Resume>,
-    signin_user_data: Option<Box<str>>,
+    /// A sign-in's user data and the frame that follows its confirmation.
+    signin: Option<(Box<str>, Option<Bytes>)>,
 }
 
 impl OwnedJoin {
     fn new(connection: &Arc<Connection>, join: Join<'_>) -> Self {
-        let signin_user_data = match join.confirmation {
+        let signin = match join.confirmation {
             Confirmation::SubscriptionSucceeded => None,
-            Confirmation::SigninSuccess { user_data } => Some(user_data.into()),
+            Confirmation::SigninSuccess { user_data, then } => Some((user_data.into(), then.cloned())),
         };
-        Self {
-            connection: connection.clone(),
-            member: join.member.cloned(),
-            resume: join.resume.cloned(),
-            signin_user_data,
-        }
+        Self { connection: connection.clone(), member: join.member.cloned(), resume: join.resume.cloned(), signin }
     }
 
     fn as_join(&self) -> Join<'_> {
-        let confirmation = match &self.signin_user_data {
+        let confirmation = match &self.signin {
             None => Confirmation::SubscriptionSucceeded,
-            Some(user_data) => Confirmation::SigninSuccess { user_data },
+            Some((user_data, then)) => Confirmation::SigninSuccess { user_data, then: then.as_ref() },
         };
         Join { member: self.member.as_ref(), resume: self.resume.as_ref(), confirmation }
     }

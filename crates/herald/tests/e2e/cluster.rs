@@ -961,3 +961,35 @@ async fn an_idempotency_key_is_one_publish_whichever_node_gets_the_repeat() {
     publish_on(&nodes[0], "orders", "probe", "{}").await;
     assert_eq!(watcher.expect_event("probe").await["serial"], 2, "the repeat was not delivered");
 }
+
+#[tokio::test]
+async fn watchlists_see_users_online_on_any_node_and_offline_when_their_node_dies() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("watch");
+    let a = node(&redis, &prefix, &[]).await;
+    let b = node(&redis, &prefix, &["--node-lease-secs", "2"]).await;
+    let mut watcher = a.client().await;
+    watcher.signin(r#"{"id":"w","watchlist":["friend"]}"#).await;
+    watcher.expect_event("pusher:signin_success").await;
+    let initial = watcher.expect_event("pusher_internal:watchlist_events").await;
+    assert_eq!(data_of(&initial), json!({"events": [{"name": "offline", "user_ids": ["friend"]}]}));
+
+    let mut friend = b.client().await;
+    friend.signin(r#"{"id":"friend"}"#).await;
+    friend.expect_event("pusher:signin_success").await;
+    let online = watcher.expect_event("pusher_internal:watchlist_events").await;
+    assert_eq!(data_of(&online), json!({"events": [{"name": "online", "user_ids": ["friend"]}]}));
+
+    // A watcher arriving later on node a is told at once that friend (on node b) is online.
+    let mut late = a.client().await;
+    late.signin(r#"{"id":"w2","watchlist":["friend"]}"#).await;
+    late.expect_event("pusher:signin_success").await;
+    let initial = late.expect_event("pusher_internal:watchlist_events").await;
+    assert_eq!(data_of(&initial), json!({"events": [{"name": "online", "user_ids": ["friend"]}]}));
+
+    // Node b dies with friend on it: offline within the lease.
+    b.crash().await;
+    let offline = recv_within(&mut watcher, Duration::from_secs(10)).await;
+    assert_eq!(offline["event"], "pusher_internal:watchlist_events");
+    assert_eq!(data_of(&offline), json!({"events": [{"name": "offline", "user_ids": ["friend"]}]}));
+}
