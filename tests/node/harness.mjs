@@ -202,9 +202,21 @@ export function toToml({ server, apps }) {
   for (const [k, v] of Object.entries(server)) lines.push(`${k} = ${tomlValue(v)}`);
   for (const app of apps) {
     lines.push('', '[[apps]]');
+    const tables = [];
     for (const [k, v] of Object.entries(app)) {
       if (k === 'encryptionMasterKeyBase64') continue; // SDK-side only, never given to the server
+      // An array of objects is an array of sub-tables, e.g. queues: [{name}] -> [[apps.queues]].
+      if (Array.isArray(v) && v.length > 0 && v.every((t) => t && typeof t === 'object' && !Array.isArray(t))) {
+        tables.push([k, v]);
+        continue;
+      }
       lines.push(`${k} = ${tomlValue(v)}`);
+    }
+    for (const [k, entries] of tables) {
+      for (const entry of entries) {
+        lines.push(`[[apps.${k}]]`);
+        for (const [ek, ev] of Object.entries(entry)) lines.push(`${ek} = ${tomlValue(ev)}`);
+      }
     }
   }
   return `${lines.join('\n')}\n`;

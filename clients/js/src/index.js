@@ -2,7 +2,9 @@
 // the user stream) resumes from the last serial it saw after any reconnect; when the server cannot
 // replay what was missed it says so and the channel's `onResync` runs, so the app refetches instead
 // of silently missing events. Reconnects back off with full jitter and obey Pusher's close codes.
-// No build step and no runtime dependency: a plain ES module over the platform's WebSocket.
+// Durable jobs are submitted and fetched over the same connection, and their updates ride the user
+// stream, so they resume like any other event. No build step and no runtime dependency: a plain ES
+// module over the platform's WebSocket.
 
 /** Close codes that mean "do not reconnect unchanged" (Pusher's 4000–4099). */
 const isRefusal = (code) => code >= 4000 && code < 4100;
@@ -109,6 +111,16 @@ function parseData(data) {
   try { return JSON.parse(data); } catch { return data; }
 }
 
+/** Job states after which nothing more happens (unless an operator requeues the job). */
+const FINISHED = new Set(['succeeded', 'failed', 'dead', 'cancelled']);
+
+/** An Error for a job request Herald refused or never answered; `reason` says why. */
+function jobError(reason, details = {}) {
+  const error = new Error(`herald job request failed: ${reason}`);
+  error.name = 'HeraldJobError';
+  return Object.assign(error, details, { reason });
+}
+
 class Emitter {
   constructor() { this.handlers = new Map(); }
   bind(event, fn) {
@@ -159,6 +171,7 @@ export class Channel extends Emitter {
           if (frame.recovered === false) {
             this.onResync?.(this);
             this.client.emit('resync', this);
+            if (this === this.client.user) this.client.refetchWatchedJobs();
           }
         }
         if (data?.presence) {
@@ -197,7 +210,9 @@ export class Channel extends Emitter {
     if (payload && typeof payload === 'object' && payload.action_id !== undefined && this.client.applied.has(payload.action_id)) {
       return; // this client already applied it when it sent it
     }
-    this.emit(frame.event, payload, { serial: frame.serial, userId: frame.user_id });
+    const meta = { serial: frame.serial, userId: frame.user_id };
+    
+    this.emit(frame.event, payload, meta);
   }
 
   /** @internal The pusher:subscribe data for (re)subscribing. */
@@ -226,13 +241,21 @@ export class Channel extends Emitter {
  * new Herald(key, { url: 'ws://127.0.0.1:6001', authorize, signin })
  *   authorize({socketId, channel}) -> {auth, channel_data?}   for private/presence channels
  *   signin({socketId}) -> {auth, user_data}                     for the user stream
+ *
+ * Jobs (after signin()): submitJob(queue, payload) and getJob(id) answer over the connection;
+ * every change of the user's jobs arrives as the client's 'job_update' event and to watchJob().
  */
 export class Herald extends Emitter {
   constructor(key, options = {}) {
     super();
     this.key = key;
     this.options = {
-      url: 'ws://127.0.0.1:6001', backoff: {}, connectTimeout: 10000, transports: ['ws', 'polling'], ...options,
+      url: 'ws://127.0.0.1:6001',
+      backoff: {},
+      connectTimeout: 10000,
+      requestTimeout: 10000,
+      transports: ['ws', 'polling'],
+      ...options,
     };
     // WebSocket attempts that failed before the handshake completed, in a row.
     this.wsFailures = 0;
@@ -244,6 +267,12 @@ export class Herald extends Emitter {
     this.socket = null;
     this.socketId = null;
     this.timer = null;
+    // Job requests awaiting an answer, by request_id; watchers by job id; the newest version of
+    // each recently updated job (updates published by different nodes can cross).
+    this.requests = new Map();
+    this.requestSeq = 0;
+    this.jobWatchers = new Map();
+    this.jobVersions = new Map();
   }
 
   connect() {
@@ -282,7 +311,9 @@ export class Herald extends Emitter {
     this.setState('disconnected');
     const socket = this.socket;
     this.socket = null;
+    this.user.subscribed = false;
     socket?.close(1000);
+    this.failRequests('disconnected', () => true);
   }
 
   /** Subscribes; `onResync(channel)` runs when the server could not replay what was missed. */
@@ -304,6 +335,134 @@ export class Herald extends Emitter {
   signin() {
     this.wantsSignin = true;
     if (this.state === 'connected') this.sendSignin();
+  }
+
+  /**
+   * Submits a job to `queue` (one with `client_submit = true`), filed under the signed-in user.
+   * Resolves with the job as stored (state 'queued'); rejects with an Error whose `reason` is
+   * Herald's (schema failures name the failing path), or 'timed out' / 'connection closed' /
+   * 'disconnected' when no answer came. Sent once connected and signed in (waiting, within the
+   * timeout, if need be). With `idempotencyKey` a retry after a failure cannot file it twice: a
+   * repeated key resolves with the job first filed under it. `onUpdate(job)` gets every update
+   * of this job from 'queued' until it is finished.
+   */
+  submitJob(queue, payload, { idempotencyKey, timeout, onUpdate } = {}) {
+    const data = { queue, payload };
+    if (idempotencyKey !== undefined) data.idempotency_key = idempotencyKey;
+    return this.request('herald:job_submit', data, { timeout, onUpdate });
+  }
+
+  /** One of the signed-in user's jobs, as it is now. Rejects (reason 'no such job') for others. */
+  getJob(id, { timeout } = {}) {
+    return this.request('herald:job_get', { id }, { timeout });
+  }
+
+  /**
+   * Calls `callback(job)` with the job's current state (fetched with getJob, unless `fetch` is
+   * false) and then with every update, never with an older version than one it already had.
+   * Updates ride the user stream, so they survive reconnects; if the stream cannot be replayed
+   * (resync) the job is fetched again. Returns a function that stops watching.
+   */
+  watchJob(id, callback, { fetch = true } = {}) {
+    const watcher = { callback, version: 0, untilFinished: false };
+    this.addWatcher(id, watcher);
+    if (fetch) this.getJob(id).then((job) => this.deliver(watcher, job), () => {});
+    return watcher.unwatch;
+  }
+
+  /** @internal */
+  addWatcher(id, watcher) {
+    let watchers = this.jobWatchers.get(id);
+    if (!watchers) this.jobWatchers.set(id, (watchers = new Set()));
+    watchers.add(watcher);
+    watcher.unwatch = () => {
+      watchers.delete(watcher);
+      if (watchers.size === 0 && this.jobWatchers.get(id) === watchers) this.jobWatchers.delete(id);
+    };
+  }
+
+  /** @internal */
+  deliver(watcher, job) {
+    if (typeof job?.version === 'number') {
+      if (job.version <= watcher.version) return;
+      watcher.version = job.version;
+    }
+    watcher.callback(job);
+    if (watcher.untilFinished && FINISHED.has(job?.state)) watcher.unwatch();
+  }
+
+  /** @internal A `herald:job_update` on the user stream (already de-duplicated by serial). */
+  jobUpdate(job, meta) {
+    if (!job || typeof job !== 'object') return;
+    if (typeof job.version === 'number') {
+      const seen = this.jobVersions.get(job.id);
+      if (seen !== undefined && job.version <= seen) return; // an older change that crossed a newer one
+      this.jobVersions.delete(job.id);
+      this.jobVersions.set(job.id, job.version);
+      if (this.jobVersions.size > 1000) this.jobVersions.delete(this.jobVersions.keys().next().value);
+    }
+    this.emit('job_update', job, meta);
+    for (const watcher of [...(this.jobWatchers.get(job.id) ?? [])]) this.deliver(watcher, job);
+  }
+
+  /** @internal After a resync of the user stream: what was missed is gone, so ask again. */
+  refetchWatchedJobs() {
+    for (const [id, watchers] of this.jobWatchers) {
+      this.getJob(id).then((job) => { for (const watcher of [...watchers]) this.deliver(watcher, job); }, () => {});
+    }
+  }
+
+  /** @internal Sends a job request once connected (and signed in, if asked to) and awaits its answer. */
+  request(event, data, { timeout = this.options.requestTimeout, onUpdate } = {}) {
+    this.requestSeq += 1;
+    const requestId = `hj${this.requestSeq}`;
+    return new Promise((resolve, reject) => {
+      const request = { frame: { event, data: { ...data, request_id: requestId } }, resolve, reject, onUpdate, sent: false };
+      request.timer = setTimeout(() => {
+        this.requests.delete(requestId);
+        reject(jobError('timed out', { request_id: requestId }));
+      }, timeout);
+      this.requests.set(requestId, request);
+      this.flushRequests();
+    });
+  }
+
+  /** @internal */
+  flushRequests() {
+    if (this.state !== 'connected' || (this.wantsSignin && !this.user.subscribed)) return;
+    for (const request of this.requests.values()) {
+      if (!request.sent) request.sent = this.send(request.frame);
+    }
+  }
+
+  /** @internal Rejects the requests `which` selects: their answer will not come. */
+  failRequests(reason, which) {
+    for (const [requestId, request] of [...this.requests]) {
+      if (!which(request)) continue;
+      clearTimeout(request.timer);
+      this.requests.delete(requestId);
+      request.reject(jobError(reason, { request_id: requestId }));
+    }
+  }
+
+  /** @internal herald:job_accepted, herald:job_state or herald:job_rejected. */
+  answer(event, data) {
+    const request = this.requests.get(data?.request_id);
+    if (!request) return;
+    clearTimeout(request.timer);
+    this.requests.delete(data.request_id);
+    if (event === 'herald:job_rejected') {
+      request.reject(jobError(String(data.reason), data));
+      return;
+    }
+    request.resolve(data.job);
+    if (request.onUpdate) {
+      // Watch before anything else is dispatched (the 'queued' update follows the acceptance), and
+      // start from the job as accepted: for a repeated idempotency key it may be further along.
+      const watcher = { callback: request.onUpdate, version: 0, untilFinished: true };
+      this.addWatcher(data.job.id, watcher);
+      this.deliver(watcher, data.job);
+    }
   }
 
   send(frame) {
@@ -330,6 +489,7 @@ export class Herald extends Emitter {
       this.setState('connected');
       for (const channel of this.channels.values()) this.sendSubscribe(channel);
       if (this.wantsSignin) this.sendSignin();
+      this.flushRequests();
       return;
     }
     if (frame.event === 'pusher:ping') {
@@ -343,6 +503,11 @@ export class Herald extends Emitter {
     if (frame.event === 'pusher:signin_success') {
       this.user.name = `#server-to-user-${JSON.parse(data.user_data).id}`;
       this.user.handle({ ...frame, event: 'pusher_internal:subscription_succeeded' });
+      this.flushRequests();
+      return;
+    }
+    if (frame.event === 'herald:job_accepted' || frame.event === 'herald:job_state' || frame.event === 'herald:job_rejected') {
+      this.answer(frame.event, data);
       return;
     }
     if (frame.channel && frame.channel === this.user.name) {
@@ -373,6 +538,10 @@ export class Herald extends Emitter {
     if (this.state === 'disconnected') return;
     if (this.transport === 'ws' && this.state === 'connecting') this.wsFailures += 1;
     for (const channel of this.channels.values()) channel.subscribed = false;
+    this.user.subscribed = false;
+    // A request already sent will not be answered on another connection (it may or may not have
+    // been applied: retry a submit with the same idempotencyKey). Unsent ones wait to be sent.
+    this.failRequests('connection closed', (request) => request.sent);
     if (isRefusal(code)) {
       this.setState('failed');
       this.emit('refused', code);
