@@ -32,6 +32,8 @@ export interface HeraldOptions {
   connectTimeout?: number;
   /** How many action ids to remember for de-duplication (default 1000). */
   maxActionIds?: number;
+  /** How long submitJob/getJob wait for Herald's answer, in ms (default 10000). */
+  requestTimeout?: number;
 }
 
 export type Handler = (data: any, meta: { serial?: number; userId?: string }) => void;
@@ -51,6 +53,51 @@ export declare class Channel extends Emitter {
   onResync?: (channel: Channel) => void;
   /** Sends a client event; with `actionId`, the same action arriving later is not dispatched here. */
   trigger(event: string, data: object, options?: { actionId?: string }): boolean;
+}
+
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'dead' | 'cancelled';
+
+/** A durable job as users see it (times in unix ms; the worker's lease token is never shown). */
+export interface Job<Payload = unknown, Result = unknown, Progress = unknown> {
+  id: string;
+  queue: string;
+  state: JobState;
+  priority: number;
+  payload: Payload;
+  user_id: string | null;
+  attempts: number;
+  max_attempts: number;
+  run_at: number;
+  lease_until: number | null;
+  progress: Progress | null;
+  result: Result | null;
+  error: string | null;
+  created_at: number;
+  updated_at: number;
+  /** 1 when submitted, +1 on every change: the client never hands you an older one after a newer. */
+  version: number;
+}
+
+/** How submitJob/getJob reject. */
+export interface HeraldJobError extends Error {
+  name: 'HeraldJobError';
+  /** Herald's reason (e.g. "payload does not match the queue's schema: /from: …", "no such job",
+   *  "sign in before submitting jobs"), or 'timed out', 'connection closed', 'disconnected'. */
+  reason: string;
+  request_id?: string;
+  /** The queue (for a refused submit) or job id (for a refused get), as Herald echoes them. */
+  queue?: string;
+  id?: string;
+}
+
+export interface SubmitJobOptions<Payload = unknown, Result = unknown> {
+  /** A retry with the same key (e.g. after 'connection closed') cannot file the job twice: it
+   *  resolves with the job first filed under the key. */
+  idempotencyKey?: string;
+  /** ms to wait for the answer (default: the client's requestTimeout). */
+  timeout?: number;
+  /** Every update of this job, from 'queued' until it is finished (succeeded, failed, dead, cancelled). */
+  onUpdate?: (job: Job<Payload, Result>) => void;
 }
 
 export type State = 'initialized' | 'connecting' | 'connected' | 'unavailable' | 'failed' | 'disconnected';
@@ -75,6 +122,21 @@ export declare class Herald extends Emitter {
   subscribe(name: string, options?: { onResync?: (channel: Channel) => void; position?: Position }): Channel;
   unsubscribe(name: string): void;
   signin(): void;
+  /** Submits a job to a queue with `client_submit = true`, filed under the signed-in user (whatever
+   *  the payload says). Sent once connected and signed in; resolves with the queued job, rejects
+   *  with a HeraldJobError. */
+  submitJob<Payload = unknown, Result = unknown>(queue: string, payload: Payload, options?: SubmitJobOptions<Payload, Result>): Promise<Job<Payload, Result>>;
+  /** One of the signed-in user's own jobs as it is now; rejects with reason 'no such job' otherwise. */
+  getJob<Payload = unknown, Result = unknown>(id: string, options?: { timeout?: number }): Promise<Job<Payload, Result>>;
+  /** Calls back with the job's current state (fetched, unless `fetch: false`) and every later update,
+   *  never an older version than one already given; survives reconnects, refetches after a resync.
+   *  Returns a function that stops watching. */
+  watchJob<Payload = unknown, Result = unknown>(id: string, callback: (job: Job<Payload, Result>) => void, options?: { fetch?: boolean }): () => void;
+  /** 'job_update': every change of any of the signed-in user's jobs (from the user stream, resumed
+   *  after reconnects, stale versions dropped). Other events: 'state_change', state names,
+   *  'reconnecting', 'refused', 'resync', 'error'. */
+  bind(event: 'job_update', fn: (job: Job, meta: { serial?: number }) => void): this;
+  bind(event: string, fn: (...args: any[]) => void): this;
 }
 
 export default Herald;

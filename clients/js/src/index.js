@@ -211,7 +211,7 @@ export class Channel extends Emitter {
       return; // this client already applied it when it sent it
     }
     const meta = { serial: frame.serial, userId: frame.user_id };
-    
+    if (this === this.client.user && frame.event === 'herald:job_update') this.client.jobUpdate(payload, meta);
     this.emit(frame.event, payload, meta);
   }
 
@@ -543,6 +543,7 @@ export class Herald extends Emitter {
     // been applied: retry a submit with the same idempotencyKey). Unsent ones wait to be sent.
     this.failRequests('connection closed', (request) => request.sent);
     if (isRefusal(code)) {
+      this.failRequests('connection refused', () => true); // there will be no other connection
       this.setState('failed');
       this.emit('refused', code);
       return;
