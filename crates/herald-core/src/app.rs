@@ -143,7 +143,7 @@ impl App {
     /// An app whose channels are shared with other nodes through `engine`.
     pub fn with_engine(config: AppConfig, engine: Arc<dyn Engine>) -> Self {
         let mut app = Self::with_hub(config, |hub| hub);
-        app.hub = Hub::replica(app.hub_limits());
+        app.hub = Hub::replica(app.hub_limits(), engine.clone(), &app.config.id);
         app.engine = Some(engine);
         app
     }

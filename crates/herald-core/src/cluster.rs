@@ -7,21 +7,17 @@
 
 use std::sync::Arc;
 
-use herald_protocol::{ChannelName, SocketId};
+use herald_protocol::SocketId;
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::engine::{Delivery, Node, Snapshot};
-use crate::hub::{Apply, Installed, Joined, Left};
+use crate::hub::{Installed, Joined, Left};
 use crate::registry::Registry;
 
 /// The engine channel whose presence members are the users signed in on any node. Its name cannot
 /// be a client channel's (`#` is reserved), and it is never listed.
 const ONLINE: &str = "#online";
-
-fn is_cache(channel: &str) -> bool {
-    ChannelName::parse(channel, usize::MAX).is_ok_and(|c| c.is_cache())
-}
 
 impl App {
     /// Whether this app shares its channels with other nodes.
@@ -48,9 +44,6 @@ impl App {
     /// Passes on what a subscribe changed.
     pub(crate) fn joined(&self, channel: &str, joined: Joined, socket_id: SocketId) {
         let Some(engine) = &self.engine else { return };
-        if joined.listen {
-            engine.listen(self.id(), channel, self.retention(is_cache(channel)));
-        }
         if let Some(member) = joined.member {
             let info = member.user_info.as_deref().map(|i| i.get());
             engine.presence_join(self.id(), channel, &member.user_id, info, socket_id);
@@ -69,13 +62,12 @@ impl App {
         if let Some(count) = left.count {
             engine.set_count(self.id(), channel, count);
         }
-        if left.unlisten {
-            engine.unlisten(self.id(), channel);
-        }
     }
 
     fn delivered(&self, channel: &str, delivery: Delivery) {
-        let Some(engine) = &self.engine else { return };
+        if self.engine.is_none() {
+            return;
+        }
         if channel == ONLINE {
             match delivery {
                 Delivery::MemberAdded { user_id, .. } => self.users.set_online(&user_id, true),
@@ -84,11 +76,7 @@ impl App {
             }
             return;
         }
-        match self.hub.apply(channel, delivery, Instant::now()) {
-            Apply::Done => {}
-            Apply::Resync => engine.listen(self.id(), channel, self.retention(is_cache(channel))),
-            Apply::Unwanted => engine.unlisten(self.id(), channel),
-        }
+        self.hub.apply(channel, delivery, Instant::now());
     }
 
     fn installed(&self, channel: &str, snapshot: Snapshot) {
@@ -97,15 +85,10 @@ impl App {
             let users: Vec<String> = snapshot.members.into_iter().map(|(id, _)| id).collect();
             return self.users.replace_online(&users);
         }
-        let Installed { joined, count, resync, unlisten } = self.hub.install(channel, snapshot, Instant::now());
+        let Installed { joined, count } = self.hub.install(channel, snapshot, Instant::now());
         for (member, socket_id) in joined {
             let info = member.user_info.as_deref().map(|i| i.get());
             engine.presence_join(self.id(), channel, &member.user_id, info, socket_id);
-        }
-        if resync {
-            engine.listen(self.id(), channel, self.retention(is_cache(channel)));
-        } else if unlisten {
-            engine.unlisten(self.id(), channel);
         }
         engine.set_count(self.id(), channel, count);
     }

@@ -167,3 +167,22 @@ async fn sessions_on_two_nodes_share_serials_presence_and_resume() {
 async fn idempotency_keys_hold_across_nodes() {
     conformance::idempotency_keys_hold_across_nodes(&Clusters::default()).await;
 }
+
+#[tokio::test]
+async fn a_channel_left_and_joined_again_at_once_keeps_receiving() {
+    // A page reload: the old socket's leave and the new socket's join race to the engine.
+    let cluster = MemoryCluster::new();
+    let (a, b) = (node(&cluster), node(&cluster));
+    for round in 0..20u64 {
+        let mut old = client(&b);
+        subscribe(&mut old, "private-room", None, None);
+        next(&mut old, "pusher_internal:subscription_succeeded").await;
+        drop(old);
+        let mut new = client(&b);
+        subscribe(&mut new, "private-room", None, None);
+        next(&mut new, "pusher_internal:subscription_succeeded").await;
+        let serial = publish(&a, "private-room", "after the reload").await;
+        assert_eq!(serial, round + 1);
+        assert_eq!(next(&mut new, "e").await["serial"], serial, "round {round}: the new socket hears the channel");
+    }
+}

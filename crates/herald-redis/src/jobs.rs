@@ -308,6 +308,14 @@ impl JobStore for RedisJobs {
     fn submit(&self, app: &str, job: NewJob) -> JobFuture<'_, (Job, bool)> {
         let (app, tag) = (app.to_owned(), self.tag(app, &job.queue));
         Box::pin(async move {
+            // The id is findable before the job is claimable: a worker on another node may claim
+            // it the moment the script returns.
+            let queues = serde_json::to_string(&(&app, &job.queue)).unwrap_or_default();
+            let commands = vec![
+                redis::cmd("HSET").arg(self.inner.keys.job_ids(&app)).arg(&job.id).arg(&job.queue).take(),
+                redis::cmd("SADD").arg(self.inner.keys.job_queues()).arg(queues).take(),
+            ];
+            self.inner.conn().run_all::<Value>(commands).await.map_err(unavailable)?;
             let reply: Value = SUBMIT
                 .key(format!("{tag}:delayed"))
                 .arg(&tag)
@@ -327,21 +335,16 @@ impl JobStore for RedisJobs {
                 .map_err(unavailable)?;
             let Value::Array(parts) = reply else { return Err(malformed("submit reply")) };
             let code: i64 = parts.first().and_then(|v| redis::from_redis_value_ref(v).ok()).unwrap_or(-1);
-            match (code, parts.get(1)) {
-                (0, Some(stored)) => {
-                    let mut conn = self.inner.conn();
-                    let queues = serde_json::to_string(&(&app, &job.queue)).unwrap_or_default();
-                    let commands = vec![
-                        redis::cmd("HSET").arg(self.inner.keys.job_ids(&app)).arg(&job.id).arg(&job.queue).take(),
-                        redis::cmd("SADD").arg(self.inner.keys.job_queues()).arg(queues).take(),
-                    ];
-                    conn.run_all::<Value>(commands).await.map_err(unavailable)?;
-                    Ok((job_of(stored)?, false))
-                }
+            let outcome = match (code, parts.get(1)) {
+                (0, Some(stored)) => return Ok((job_of(stored)?, false)),
                 (1, Some(existing)) => Ok((job_of(existing)?, true)),
                 (2, _) => Err(JobError::QueueFull { max: job.max_length }),
                 _ => Err(malformed("submit reply")),
-            }
+            };
+            // Not stored under this id: forget it again.
+            let forget = redis::cmd("HDEL").arg(self.inner.keys.job_ids(&app)).arg(&job.id).take();
+            let _ = forget.query_async::<()>(&mut self.inner.conn()).await;
+            outcome
         })
     }
 
@@ -494,16 +497,21 @@ impl JobStore for RedisJobs {
             for entry in queues {
                 let Ok((app, queue)) = serde_json::from_str::<(String, String)>(&entry) else { continue };
                 let tag = self.tag(&app, &queue);
-                let jobs: Vec<Value> = EXPIRE
+                let expired: Result<Vec<Value>, _> = EXPIRE
                     .key(format!("{tag}:s:running"))
                     .arg(&tag)
                     .arg(now)
                     .invoke_async(&mut self.inner.conn())
-                    .await
-                    .map_err(unavailable)?;
-                for job in &jobs {
-                    changed.push((app.clone(), job_of(job)?));
-                }
+                    .await;
+                // One queue failing must not lose the changes already made in the others.
+                let jobs = match expired {
+                    Ok(jobs) => jobs,
+                    Err(error) => {
+                        tracing::warn!(%app, %queue, "expired leases not taken back: {error}");
+                        continue;
+                    }
+                };
+                changed.extend(jobs.iter().filter_map(|job| job_of(job).ok()).map(|job| (app.clone(), job)));
             }
             Ok(changed)
         })

@@ -32,6 +32,13 @@ pub(crate) async fn heartbeat(inner: &Inner) -> Result<(), redis::RedisError> {
     redis::cmd("ZADD").arg(inner.keys.nodes()).arg(expires).arg(&inner.id).query_async::<()>(&mut inner.conn()).await
 }
 
+/// Whether this node is still in the lease set (no other node withdrew it).
+async fn still_registered(inner: &Inner) -> Result<bool, redis::RedisError> {
+    let score: Option<f64> =
+        redis::cmd("ZSCORE").arg(inner.keys.nodes()).arg(&inner.id).query_async(&mut inner.conn()).await?;
+    Ok(score.is_some())
+}
+
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,7 +49,19 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         flush_counts(&inner).await;
         if renewed.elapsed() >= renew_every {
             renewed = tokio::time::Instant::now();
-            if let Err(error) = heartbeat(&inner).await {
+            // A node whose lease ran out (a long stall) was withdrawn by another: put its
+            // members and counts back as after a reconnect.
+            let withdrawn = match still_registered(&inner).await {
+                Ok(registered) => !registered,
+                Err(error) => {
+                    tracing::warn!(node = %inner.id, "lease not checked: {error}");
+                    continue;
+                }
+            };
+            if withdrawn {
+                tracing::warn!(node = %inner.id, "this node's lease ran out and it was withdrawn; registering again");
+                reregister(&inner).await;
+            } else if let Err(error) = heartbeat(&inner).await {
                 tracing::warn!(node = %inner.id, "lease not renewed: {error}");
                 continue;
             }
@@ -95,7 +114,12 @@ async fn reap(inner: &Inner) -> Result<(), redis::RedisError> {
             redis::cmd("ZREM").arg(inner.keys.nodes()).arg(&node).query_async(&mut inner.conn()).await?;
         if claimed == 1 {
             tracing::info!(node = %inner.id, dead = %node, "withdrawing a node whose lease ran out");
-            withdraw(inner, &node).await?;
+            if let Err(error) = withdraw(inner, &node).await {
+                // Put it back as expired, so this or another node tries again.
+                let retry = redis::cmd("ZADD").arg(inner.keys.nodes()).arg(0).arg(&node).take();
+                let _ = retry.query_async::<()>(&mut inner.conn()).await;
+                return Err(error);
+            }
         }
     }
     Ok(())
@@ -171,14 +195,17 @@ pub(crate) async fn run_presence(inner: Arc<Inner>, mut changes: mpsc::Unbounded
                     join(&inner, key, user_info.as_deref(), *socket).await
                 }
                 PresenceChange::Leave { key: (app, channel, user) } => {
+                    // Leave first, then drop it from this node's index: a crash in between leaves
+                    // an index entry the reaper can still act on, never a member it cannot find.
                     let entry = serde_json::to_string(&(app, channel, user)).unwrap_or_default();
-                    let unindex = redis::cmd("SREM")
-                        .arg(inner.keys.node_presence(&inner.id))
-                        .arg(entry)
-                        .query_async::<()>(&mut inner.conn())
-                        .await;
-                    let left = match unindex {
-                        Ok(()) => leave(&inner, app, channel, user, &inner.id).await,
+                    let left = match leave(&inner, app, channel, user, &inner.id).await {
+                        Ok(()) => {
+                            redis::cmd("SREM")
+                                .arg(inner.keys.node_presence(&inner.id))
+                                .arg(entry)
+                                .query_async::<()>(&mut inner.conn())
+                                .await
+                        }
                         Err(error) => Err(error),
                     };
                     if left.is_ok() {

@@ -234,22 +234,19 @@ impl Engine for MemoryEngine {
 
     fn listen(&self, app: &str, channel: &str, retention: Retention) {
         let key = key(app, channel);
-        let shared = self.shared.clone();
-        let id = self.id;
-        // Never call the node from inside its own call: it may hold locks.
-        tokio::spawn(async move {
-            let (node, snapshot) = {
-                let mut state = shared.state.lock();
-                let Some(entry) = state.nodes.get_mut(&id) else { return };
-                entry.listening.insert(key.clone());
-                let node = entry.node.as_ref().and_then(Weak::upgrade);
-                let channel = state.channels.entry(key.clone()).or_insert_with(ChannelState::new);
-                (node, channel.snapshot(unix_ms(), retention))
-            };
-            if let Some(node) = node {
-                node.install(&key.0, &key.1, snapshot);
-            }
-        });
+        // Registered now, so listen and unlisten take effect in the order they were called; the
+        // snapshot is taken after, and handed over from a task: the caller may hold locks.
+        let (node, snapshot) = {
+            let mut state = self.shared.state.lock();
+            let Some(entry) = state.nodes.get_mut(&self.id) else { return };
+            entry.listening.insert(key.clone());
+            let node = entry.node.as_ref().and_then(Weak::upgrade);
+            let channel = state.channels.entry(key.clone()).or_insert_with(ChannelState::new);
+            (node, channel.snapshot(unix_ms(), retention))
+        };
+        if let Some(node) = node {
+            tokio::spawn(async move { node.install(&key.0, &key.1, snapshot) });
+        }
     }
 
     fn unlisten(&self, app: &str, channel: &str) {

@@ -29,7 +29,7 @@ use crate::store::{HistoryChange, HistoryStore, StoredChannel};
 
 mod replica;
 
-pub(crate) use replica::{Apply, Installed, Joined, Left, page_of};
+pub(crate) use replica::{Installed, Joined, Left, page_of};
 
 const SHARDS: usize = 16;
 /// Channels that never had an event, with no subscriber left, kept so that a client that saw
@@ -61,6 +61,9 @@ pub(crate) struct Hub {
     /// Serials come from an engine shared with other nodes; this hub mirrors each channel it has
     /// subscribers for (see `replica`).
     replica: bool,
+    /// The engine a replica hub mirrors, and the app it serves. Listen and unlisten are sent while
+    /// the channel's shard lock is held, so they reach the engine in the order the hub decided them.
+    link: Option<replica::Link>,
 }
 
 /// A store and the app id its records are filed under.
@@ -253,12 +256,13 @@ impl Hub {
             store: None,
             retained_empty: AtomicUsize::new(0),
             replica: false,
+            link: None,
         }
     }
 
-    /// A hub whose channels mirror an engine's (several nodes share serials and history).
-    pub fn replica(limits: HubLimits) -> Self {
-        Self { replica: true, ..Self::new(limits) }
+    /// A hub whose channels mirror `engine`'s (several nodes share serials and history).
+    pub fn replica(limits: HubLimits, engine: Arc<dyn crate::engine::Engine>, app: &str) -> Self {
+        Self { replica: true, link: Some(replica::Link::new(engine, app)), ..Self::new(limits) }
     }
 
     /// Keeps channel state in `store` (only when history is on) and takes back what it kept.

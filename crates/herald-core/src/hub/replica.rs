@@ -22,7 +22,7 @@ use tokio::time::{Duration, Instant};
 
 use super::{CachedEvent, Channel, Confirmation, Hub, Join, JoinRefused, Subscriber};
 use crate::connection::Connection;
-use crate::engine::{Delivery, Record, Snapshot};
+use crate::engine::{Delivery, Engine, Record, Retention, Snapshot};
 use crate::presence::{MemberJoin, Members};
 
 /// A channel waiting for its snapshot.
@@ -60,11 +60,28 @@ impl OwnedJoin {
     }
 }
 
+/// The engine a replica hub mirrors, for the calls it makes under its shard locks (listen and
+/// unlisten only: both return at once and never call back into the node).
+pub(crate) struct Link {
+    engine: Arc<dyn Engine>,
+    app: Arc<str>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("app", &self.app).finish()
+    }
+}
+
+impl Link {
+    pub fn new(engine: Arc<dyn Engine>, app: &str) -> Self {
+        Self { engine, app: Arc::from(app) }
+    }
+}
+
 /// What a subscribe asks of the engine.
 #[derive(Debug, Default)]
 pub(crate) struct Joined {
-    /// The channel is new on this node: start listening.
-    pub listen: bool,
     /// This node's first socket of a presence user: tell the engine.
     pub member: Option<MemberJoin>,
     /// This node's subscriptions on the channel now (replica hubs).
@@ -74,21 +91,9 @@ pub(crate) struct Joined {
 /// What an unsubscribe asks of the engine.
 #[derive(Debug, Default)]
 pub(crate) struct Left {
-    /// Nobody here needs the channel any more.
-    pub unlisten: bool,
     /// This node's last socket of a presence user left.
     pub member_left: Option<Arc<str>>,
     pub count: Option<usize>,
-}
-
-/// What applying a delivery asks of the engine.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Apply {
-    Done,
-    /// Something was missed: send a new snapshot.
-    Resync,
-    /// This node has no such channel: stop delivering it.
-    Unwanted,
 }
 
 /// What installing a snapshot asks of the engine.
@@ -97,8 +102,6 @@ pub(crate) struct Installed {
     /// Presence users whose first socket here joined; with the socket that joined.
     pub joined: Vec<(MemberJoin, SocketId)>,
     pub count: usize,
-    pub resync: bool,
-    pub unlisten: bool,
 }
 
 fn encode(channel: &str, record: &Record) -> Bytes {
@@ -124,6 +127,29 @@ fn member_join(user_id: &str, user_info: Option<&str>) -> MemberJoin {
 }
 
 impl Hub {
+    /// Asks the engine to (re)start delivering `channel`; call with its shard lock held.
+    fn listen(&self, channel: &str) {
+        if let Some(link) = &self.link {
+            link.engine.listen(&link.app, channel, self.retention(channel));
+        }
+    }
+
+    /// Asks the engine to stop delivering `channel`; call with its shard lock held.
+    fn unlisten(&self, channel: &str) {
+        if let Some(link) = &self.link {
+            link.engine.unlisten(&link.app, channel);
+        }
+    }
+
+    fn retention(&self, channel: &str) -> Retention {
+        let history = self.limits.history;
+        Retention {
+            max_events: if history.enabled() { history.max_events } else { 0 },
+            max_age_ms: history.max_age.as_millis() as u64,
+            cache_ttl_ms: if is_cache(channel) { self.limits.cache_ttl.as_millis() as u64 } else { 0 },
+        }
+    }
+
     pub(super) fn subscribe_replica(
         &self,
         channel: &ChannelName,
@@ -137,7 +163,8 @@ impl Hub {
             let pending = vec![OwnedJoin::new(connection, join)];
             state.syncing = Some(Box::new(Syncing { pending, buffered: Vec::new() }));
             shard.insert(Arc::from(channel.as_str()), state);
-            return Ok(Joined { listen: true, ..Joined::default() });
+            self.listen(channel.as_str());
+            return Ok(Joined::default());
         };
         if let Some(syncing) = &mut state.syncing {
             syncing.pending.retain(|p| p.connection.socket_id != connection.socket_id);
@@ -200,30 +227,32 @@ impl Hub {
         let waiting = state.syncing.as_ref().is_some_and(|s| !s.pending.is_empty());
         if state.subscribers.is_empty() && !waiting {
             self.remove(&mut shard, channel);
-            left.unlisten = true;
+            self.unlisten(channel);
         }
         left
     }
 
-    /// Applies one delivery from the engine to the mirror of `channel`.
-    pub(crate) fn apply(&self, channel: &str, delivery: Delivery, now: Instant) -> Apply {
+    /// Applies one delivery from the engine to the mirror of `channel`: in order, or else the
+    /// channel goes back to syncing and asks for a new snapshot.
+    pub(crate) fn apply(&self, channel: &str, delivery: Delivery, now: Instant) {
         let mut shard = self.shard(channel).write();
         let Some(state) = shard.get_mut(channel) else {
-            return Apply::Unwanted;
+            // Nobody here needs it (a stray delivery after the last subscriber left).
+            return self.unlisten(channel);
         };
         if let Some(syncing) = &mut state.syncing {
             syncing.buffered.push(delivery);
-            return Apply::Done;
+            return;
         }
         match delivery {
             Delivery::Event(record) => {
                 if record.serial <= state.head && *record.epoch == *state.epoch {
-                    return Apply::Done;
+                    return;
                 }
                 if *record.epoch != *state.epoch || record.serial != state.head + 1 {
                     let buffered = vec![Delivery::Event(record)];
                     state.syncing = Some(Box::new(Syncing { pending: Vec::new(), buffered }));
-                    return Apply::Resync;
+                    return self.listen(channel);
                 }
                 self.append(state, channel, &record, now);
             }
@@ -232,7 +261,6 @@ impl Hub {
             }
             Delivery::MemberRemoved { user_id } => state.remove_member(channel, &user_id),
         }
-        Apply::Done
     }
 
     /// The next event of the mirror: kept, cached and queued for every subscriber.
@@ -260,12 +288,10 @@ impl Hub {
     /// Installs the engine's snapshot of `channel`: catches the mirror up (or resets it and says
     /// so), replays what was buffered meanwhile, then lets the waiting joiners in.
     pub(crate) fn install(&self, channel: &str, snapshot: Snapshot, now: Instant) -> Installed {
-        let Ok(name) = ChannelName::parse(channel, usize::MAX) else {
-            return Installed { unlisten: true, ..Installed::default() };
-        };
         let mut shard = self.shard(channel).write();
-        let Some(state) = shard.get_mut(channel) else {
-            return Installed { unlisten: true, ..Installed::default() };
+        let (Ok(name), Some(state)) = (ChannelName::parse(channel, usize::MAX), shard.get_mut(channel)) else {
+            self.unlisten(channel);
+            return Installed::default();
         };
         let syncing = state.syncing.take().map(|s| *s).unwrap_or_default();
         let live = !state.epoch.is_empty();
@@ -291,7 +317,8 @@ impl Hub {
             {
                 let rest = std::iter::once(delivery).chain(buffered).collect();
                 state.syncing = Some(Box::new(Syncing { pending: syncing.pending, buffered: rest }));
-                installed.resync = true;
+                installed.count = state.subscribers.len();
+                self.listen(channel);
                 return installed;
             }
             match delivery {
@@ -321,7 +348,7 @@ impl Hub {
         installed.count = state.subscribers.len();
         if state.subscribers.is_empty() {
             self.remove(&mut shard, channel);
-            installed.unlisten = true;
+            self.unlisten(channel);
         }
         installed
     }
