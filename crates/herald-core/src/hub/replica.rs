@@ -392,13 +392,25 @@ impl Channel {
     fn add_member(&mut self, channel: &str, member: &MemberJoin, exclude: Option<SocketId>) {
         if self.roster.join(member, usize::MAX) == Ok(true) {
             let info = self.roster.user_info(&member.user_id);
-            self.broadcast(&server_frame::member_added(channel, &member.user_id, info), exclude);
+            let frame = server_frame::member_added(channel, &member.user_id, info);
+            self.broadcast_about(&frame, &member.user_id, exclude);
         }
     }
 
     fn remove_member(&mut self, channel: &str, user_id: &str) {
         if self.roster.leave_all(user_id) {
-            self.broadcast(&server_frame::member_removed(channel, user_id), None);
+            self.broadcast_about(&server_frame::member_removed(channel, user_id), user_id, None);
+        }
+    }
+
+    /// Queues a member change for every subscriber but the user's own sockets (they count
+    /// themselves in from their own confirmation; a change racing it must not announce them to
+    /// themselves) and `exclude`.
+    fn broadcast_about(&self, frame: &Bytes, user_id: &str, exclude: Option<SocketId>) {
+        for (socket_id, subscriber) in &self.subscribers {
+            if Some(*socket_id) != exclude && subscriber.user_id.as_deref() != Some(user_id) {
+                subscriber.connection.outbox.push(frame.clone());
+            }
         }
     }
 
