@@ -15,6 +15,7 @@ use herald_protocol::signature::{channel_auth_message, signin_message, verify_au
 use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData, Resume};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
 use crate::app::App;
@@ -38,6 +39,17 @@ pub struct Session {
     client_events: TokenBucket,
     authorized: bool,
     opened_at: Instant,
+    /// On an engine: this connection's client events, published one after another in the order
+    /// they were sent (started with the first one; ends when the session does).
+    publisher: Option<mpsc::UnboundedSender<ClientPublish>>,
+}
+
+/// A client event waiting to be published through the engine.
+#[derive(Debug)]
+struct ClientPublish {
+    channel: String,
+    message: Message,
+    key: Option<String>,
 }
 
 #[derive(Debug)]
@@ -117,6 +129,7 @@ impl Session {
             client_events,
             authorized: false,
             opened_at: now,
+            publisher: None,
         })
     }
 
@@ -449,13 +462,9 @@ impl Session {
             user_id: user_id.map(|id| id.to_string()),
             exclude: Some(socket_id),
         };
-        let app = self.app.clone();
-        let channel = event.channel.clone();
-        tokio::spawn(async move {
-            if let Err(error) = app.publish_client_event(&channel, message, scoped_key.as_deref()).await {
-                tracing::warn!(app = %app.id(), %socket_id, "client event not published: {error}");
-            }
-        });
+        let publish = ClientPublish { channel: event.channel.clone(), message, key: scoped_key };
+        let publisher = self.publisher.get_or_insert_with(|| spawn_publisher(self.app.clone(), socket_id));
+        let _ = publisher.send(publish);
     }
 
     /// Checks a client event; on success returns the presence user id to attach.
@@ -491,6 +500,20 @@ impl Session {
         }
         Ok(member)
     }
+}
+
+/// Publishes one connection's client events in order: each waits for the one before it.
+fn spawn_publisher(app: Arc<App>, socket_id: herald_protocol::SocketId) -> mpsc::UnboundedSender<ClientPublish> {
+    let (sender, mut queue) = mpsc::unbounded_channel::<ClientPublish>();
+    tokio::spawn(async move {
+        while let Some(publish) = queue.recv().await {
+            let published = app.publish_client_event(&publish.channel, publish.message, publish.key.as_deref()).await;
+            if let Err(error) = published {
+                tracing::warn!(app = %app.id(), %socket_id, "client event not published: {error}");
+            }
+        }
+    });
+    sender
 }
 
 /// What a connection is told about its job requests.

@@ -993,3 +993,23 @@ async fn watchlists_see_users_online_on_any_node_and_offline_when_their_node_die
     assert_eq!(offline["event"], "pusher_internal:watchlist_events");
     assert_eq!(data_of(&offline), json!({"events": [{"name": "offline", "user_ids": ["friend"]}]}));
 }
+
+#[tokio::test]
+async fn a_sockets_client_events_keep_their_order_across_nodes() {
+    let redis = RedisServer::start().await;
+    let nodes = cluster(&redis, &unique_prefix("client-order"), 2, &[]).await;
+    let mut sender = nodes[0].client().await;
+    let mut receiver = nodes[1].client().await;
+    for client in [&mut sender, &mut receiver] {
+        let joined = client.subscribe_signed("private-ordered", None).await;
+        assert_eq!(joined["event"], "pusher_internal:subscription_succeeded", "{joined}");
+    }
+    // Within the default budget of 10 client events per second.
+    for i in 0..8 {
+        sender.send(json!({"event": "client-step", "channel": "private-ordered", "data": {"i": i}})).await;
+    }
+    for i in 0..8u64 {
+        let frame = receiver.expect_event("client-step").await;
+        assert_eq!((frame["data"]["i"].as_u64(), frame["serial"].as_u64()), (Some(i), Some(i + 1)), "{frame}");
+    }
+}
