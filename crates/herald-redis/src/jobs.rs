@@ -368,41 +368,11 @@ impl JobStore for RedisJobs {
     }
 
     fn extend(&self, app: &str, id: &str, lease: &str, lease_ms: u64, now: u64) -> JobFuture<'_, Job> {
-        let (app, id, lease) = (app.to_owned(), id.to_owned(), lease.to_owned());
-        Box::pin(async move {
-            let tag = self.tag_of(&app, &id).await?;
-            let reply = REPORT
-                .key(format!("{tag}:job:{id}"))
-                .arg(&tag)
-                .arg(&id)
-                .arg(&lease)
-                .arg(now)
-                .arg("lease_until")
-                .arg(now + lease_ms)
-                .invoke_async(&mut self.inner.conn())
-                .await
-                .map_err(unavailable)?;
-            answer(reply, &id)
-        })
+        self.report(app, id, lease, now, "lease_until", (now + lease_ms).to_string())
     }
 
     fn progress(&self, app: &str, id: &str, lease: &str, progress: Box<RawValue>, now: u64) -> JobFuture<'_, Job> {
-        let (app, id, lease) = (app.to_owned(), id.to_owned(), lease.to_owned());
-        Box::pin(async move {
-            let tag = self.tag_of(&app, &id).await?;
-            let reply = REPORT
-                .key(format!("{tag}:job:{id}"))
-                .arg(&tag)
-                .arg(&id)
-                .arg(&lease)
-                .arg(now)
-                .arg("progress")
-                .arg(progress.get())
-                .invoke_async(&mut self.inner.conn())
-                .await
-                .map_err(unavailable)?;
-            answer(reply, &id)
-        })
+        self.report(app, id, lease, now, "progress", progress.get().to_owned())
     }
 
     fn finish(&self, app: &str, id: &str, lease: &str, outcome: Outcome, now: u64) -> JobFuture<'_, Job> {
@@ -541,6 +511,34 @@ impl JobStore for RedisJobs {
 }
 
 impl RedisJobs {
+    /// A worker's report on a running job: sets one field if `lease` still holds it.
+    fn report(
+        &self,
+        app: &str,
+        id: &str,
+        lease: &str,
+        now: u64,
+        field: &'static str,
+        value: String,
+    ) -> JobFuture<'_, Job> {
+        let (app, id, lease) = (app.to_owned(), id.to_owned(), lease.to_owned());
+        Box::pin(async move {
+            let tag = self.tag_of(&app, &id).await?;
+            let reply = REPORT
+                .key(format!("{tag}:job:{id}"))
+                .arg(&tag)
+                .arg(&id)
+                .arg(&lease)
+                .arg(now)
+                .arg(field)
+                .arg(value)
+                .invoke_async(&mut self.inner.conn())
+                .await
+                .map_err(unavailable)?;
+            answer(reply, &id)
+        })
+    }
+
     fn change(&self, app: &str, id: &str, now: u64, what: &'static str) -> JobFuture<'_, Job> {
         let (app, id) = (app.to_owned(), id.to_owned());
         Box::pin(async move {

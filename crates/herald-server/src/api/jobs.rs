@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::auth::{Authenticated, authenticate};
+use super::auth::authenticate;
 use crate::state::AppState;
 
 /// Longest a claim may wait, whatever it asks.
@@ -29,10 +29,6 @@ const MAX_CLAIM_WAIT_SECS: u64 = 25;
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
-fn signed(state: &AppState, app_id: &str, method: &Method, uri: &Uri, body: &[u8]) -> Result<Authenticated, ApiError> {
-    authenticate(state, app_id, method, uri, body)
 }
 
 #[derive(Deserialize)]
@@ -55,7 +51,7 @@ pub async fn submit(
     uri: Uri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let auth = signed(&state, &app_id, &method, &uri, &body)?;
+    let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let body: SubmitBody = parse(&body)?;
     let submit = SubmitJob {
         payload: body.payload,
@@ -85,7 +81,7 @@ pub async fn claim(
     uri: Uri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let auth = signed(&state, &app_id, &method, &uri, &body)?;
+    let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let body: ClaimBody = parse(&body)?;
     let cap = MAX_CLAIM_WAIT_SECS.min(state.settings.request_timeout_secs.saturating_sub(1));
     let wait = Duration::from_secs(body.wait_secs.min(cap));
@@ -103,7 +99,7 @@ pub async fn queue(
     uri: Uri,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = signed(&state, &app_id, &method, &uri, &body)?;
+    let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let counts = auth.app.queue_counts(&queue).await?;
     let mut answer = json!({ "queue": queue, "counts": counts });
     if let Some(state_name) = auth.param("state") {
@@ -124,7 +120,7 @@ pub async fn show(
     uri: Uri,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = signed(&state, &app_id, &method, &uri, &body)?;
+    let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let job = auth.app.job(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
     Ok(Json(json!({ "job": job.public() })))
 }
@@ -149,7 +145,7 @@ pub async fn act(
     uri: Uri,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let auth = signed(&state, &app_id, &method, &uri, &body)?;
+    let auth = authenticate(&state, &app_id, &method, &uri, &body)?;
     let report: Report = parse(&body)?;
     let app = &auth.app;
     let need = |field: &str| ApiError::BadRequest(format!("{action} needs {field}"));
