@@ -39,7 +39,14 @@ fn fanout(c: &mut Criterion) {
         drain(&subscribers);
         let channels = [ChannelName::parse("room", 200).unwrap()];
         let data = r#"{"message":"hello, this is a typical chat message of about a hundred bytes","user":42}"#;
-        let publish = Publish { event: "message", channels: &channels, data, exclude: None, idempotency_key: None };
+        let publish = Publish {
+            event: "message",
+            channels: &channels,
+            data,
+            exclude: None,
+            idempotency_key: None,
+            count_unread: false,
+        };
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {

@@ -65,6 +65,12 @@ pub struct AppConfig {
     pub history_max_age_secs: u64,
     /// How long a publish's `idempotency_key` is remembered; 0 turns idempotency off.
     pub idempotency_window_secs: u64,
+    /// Items one feed may hold.
+    pub feed_max_items: usize,
+    /// Largest feed item value (JSON text) in bytes.
+    pub feed_max_item_bytes: usize,
+    /// Newest `count_unread` events remembered per channel; also the largest unread count reported.
+    pub unread_keep: usize,
     /// Job queues (`[[apps.queues]]`).
     pub queues: Vec<QueueConfig>,
 }
@@ -95,6 +101,9 @@ impl Default for AppConfig {
             history_max_events: 100,
             history_max_age_secs: 5 * 60,
             idempotency_window_secs: 5 * 60,
+            feed_max_items: 1000,
+            feed_max_item_bytes: 10 * 1024,
+            unread_keep: 1000,
             queues: Vec::new(),
         }
     }
@@ -131,6 +140,10 @@ pub struct App {
     pub(crate) client_idempotency: Idempotency,
     connections: AtomicUsize,
     pub(crate) jobs: AppJobs,
+    /// Where feeds are kept (SQLite on one node, Redis with the Redis engine).
+    pub(crate) feeds: std::sync::OnceLock<Arc<dyn crate::feeds::FeedStore>>,
+    /// Where read cursors and counted serials are kept.
+    pub(crate) cursors: std::sync::OnceLock<Arc<dyn crate::cursors::CursorStore>>,
     /// Shared with other nodes: serials, delivery, presence, counts. `None` on a single node.
     pub(crate) engine: Option<Arc<dyn Engine>>,
 }
@@ -184,6 +197,8 @@ impl App {
             client_idempotency,
             connections: AtomicUsize::new(0),
             jobs,
+            feeds: std::sync::OnceLock::new(),
+            cursors: std::sync::OnceLock::new(),
             engine: None,
         }
     }

@@ -9,7 +9,9 @@
 pub mod app;
 pub mod cluster;
 pub mod connection;
+pub mod cursors;
 pub mod engine;
+pub mod feeds;
 pub mod history;
 pub mod hub;
 pub mod idempotency;

@@ -81,6 +81,11 @@ impl Outbox {
         self.max_bytes
     }
 
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

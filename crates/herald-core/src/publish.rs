@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::engine::{EngineError, Message, Reservation};
+use crate::feeds::is_feed_channel;
 use crate::hub::{CachedEvent, ChannelCounts, HistoryPage};
 use crate::idempotency::{MAX_KEY_LEN, Outcome};
 
@@ -26,6 +27,8 @@ pub struct Publish<'a> {
     pub exclude: Option<SocketId>,
     /// A repeat of this key within the app's window is acknowledged, not delivered.
     pub idempotency_key: Option<&'a str>,
+    /// Herald: the event counts as unread until each user's read cursor passes it.
+    pub count_unread: bool,
 }
 
 /// What a publish did.
@@ -54,8 +57,12 @@ pub enum PublishError {
     InvalidIdempotencyKey,
     #[error("idempotency_key was already used for a publish to other channels")]
     IdempotencyConflict,
+    #[error("feed channels change only through the feed routes")]
+    FeedChannel,
     #[error("{0}")]
     Unavailable(#[from] EngineError),
+    #[error("{0}")]
+    Cursors(#[from] crate::cursors::CursorError),
 }
 
 /// What the HTTP API reports about one channel.
@@ -90,14 +97,32 @@ impl App {
         if publish.idempotency_key.is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
             return Err(PublishError::InvalidIdempotencyKey);
         }
+        if publish.channels.iter().any(|c| is_feed_channel(c.as_str())) {
+            return Err(PublishError::FeedChannel);
+        }
         Ok(())
     }
 
     /// Delivers an already checked publish. Fails when its idempotency key was used for a publish
     /// to other channels, or when the engine cannot be reached.
     pub async fn publish(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
+        let published = self.publish_uncounted(publish, now).await?;
+        if publish.count_unread && !published.repeated {
+            for (channel, serial) in publish.channels.iter().zip(published.serials.iter()) {
+                self.count_unread(channel.as_str(), *serial).await?;
+            }
+        }
+        Ok(published)
+    }
+
+    async fn publish_uncounted(&self, publish: &Publish<'_>, now: Instant) -> Result<Published, PublishError> {
         if self.engine.is_some() {
             return self.publish_shared(publish, now).await;
+        }
+        if publish.count_unread {
+            for channel in publish.channels {
+                self.book_counted(channel.as_str(), now);
+            }
         }
         let deliver =
             || -> Vec<u64> { publish.channels.iter().map(|channel| self.publish_one(channel, publish, now)).collect() };

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use herald_protocol::client_message::{ClientEvent, JobGet, JobSubmit, Signin, Subscribe};
+use herald_protocol::client_message::{ClientEvent, JobGet, JobSubmit, MarkRead, Signin, Subscribe};
 use herald_protocol::server_frame::{self, SubscriptionErrorKind};
 use herald_protocol::signature::{channel_auth_message, signin_message, verify_auth};
 use herald_protocol::{ChannelKind, ChannelName, ClientMessage, CloseCode, ErrorCode, FrameData, Resume};
@@ -21,6 +21,7 @@ use tokio::time::{Duration, Instant};
 use crate::app::App;
 use crate::connection::Connection;
 use crate::engine::Message;
+use crate::feeds::is_feed_channel;
 use crate::hub::{Confirmation, Join, JoinRefused};
 use crate::idempotency::MAX_KEY_LEN;
 use crate::jobs::service::SubmitJob;
@@ -189,6 +190,8 @@ impl Session {
             ClientMessage::ClientEvent(event) => self.client_event(&event, now),
             ClientMessage::JobSubmit(submit) => self.job_submit(submit, now),
             ClientMessage::JobGet(get) => self.job_get(get),
+            ClientMessage::FeedSnapshotRequest(request) => self.feed_snapshot_request(&request.channel),
+            ClientMessage::MarkRead(mark) => self.mark_read(mark, now),
         }
     }
 
@@ -209,7 +212,14 @@ impl Session {
     /// signed token): no channel signature is checked. Presence channels still need member data,
     /// so they are refused here. The answer is queued like any subscription's.
     pub fn subscribe_preauthorized(&mut self, channel: &str, resume: Option<Resume>, now: Instant) {
-        let subscribe = Subscribe { channel: channel.to_owned(), auth: None, channel_data: None, resume };
+        let subscribe = Subscribe {
+            channel: channel.to_owned(),
+            auth: None,
+            channel_data: None,
+            resume,
+            snapshot: false,
+            unread: false,
+        };
         self.subscribe_with(subscribe, Authorization::Preauthorized, now);
     }
 
@@ -276,6 +286,12 @@ impl Session {
         let subscription = Subscription { kind: channel.kind(), member: member.map(|m| m.user_id) };
         self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
         self.app.joined(channel.as_str(), joined, self.connection.socket_id);
+        if subscribe.snapshot && is_feed_channel(channel.as_str()) {
+            self.send_feed_snapshot(channel.as_str());
+        }
+        if subscribe.unread {
+            self.send_unread(channel.as_str());
+        }
         Ok(())
     }
 
@@ -484,6 +500,9 @@ impl Session {
             return Err(rejected(&format!("event name is longer than {} characters", config.max_event_name_len)));
         }
         let subscription = self.subscriptions.get(channel).ok_or_else(|| rejected("not subscribed to the channel"))?;
+        if is_feed_channel(channel) {
+            return Err(rejected("feed channels change only through the feed routes"));
+        }
         match subscription.kind {
             ChannelKind::Private | ChannelKind::Presence => {}
             ChannelKind::PrivateEncrypted => return Err(rejected("not allowed on encrypted channels")),
@@ -578,6 +597,64 @@ impl Session {
                 None => ("herald:job_rejected", serde_json::json!({ "id": get.id, "reason": "no such job" })),
             };
             job_answer(&connection, event, get.request_id.as_deref(), body);
+        });
+    }
+}
+
+impl Session {
+    /// Reads the feed after the subscription is in place and sends it (`herald:feed_snapshot`):
+    /// every change after the snapshot's position reaches this connection as an event.
+    fn send_feed_snapshot(&self, channel: &str) {
+        let (app, connection, channel) = (self.app.clone(), self.connection.clone(), channel.to_owned());
+        tokio::spawn(async move { app.send_feed_snapshot(&connection, &channel).await });
+    }
+
+    /// `herald:feed_snapshot_request`: only for a feed channel this connection subscribed to.
+    fn feed_snapshot_request(&self, channel: &str) {
+        if !is_feed_channel(channel) || !self.subscriptions.contains_key(channel) {
+            let message = "feed snapshot refused: subscribe to the feed channel first";
+            return self.reject(ErrorCode::ClientEventRejected, message);
+        }
+        self.send_feed_snapshot(channel);
+    }
+
+    /// Sends the signed-in user's cursor and unread count for `channel` (`herald:unread`).
+    fn send_unread(&self, channel: &str) {
+        let Some(user) = &self.user else { return };
+        let (app, connection, user) = (self.app.clone(), self.connection.clone(), user.id.clone());
+        let channel = channel.to_owned();
+        tokio::spawn(async move {
+            match app.unread(&user, vec![channel.clone()]).await {
+                Ok(found) => {
+                    for unread in found {
+                        let data = serde_json::json!({ "cursor": unread.cursor, "unread": unread.unread }).to_string();
+                        connection.outbox.push(server_frame::channel_notice("herald:unread", &channel, &data));
+                    }
+                }
+                Err(error) => tracing::warn!(app = %app.id(), %channel, "unread count failed: {error}"),
+            }
+        });
+    }
+
+    /// `herald:mark_read`: moves the signed-in user's cursor; the answer is `herald:read` on the
+    /// user's stream, which every connection of the user gets.
+    fn mark_read(&mut self, mark: MarkRead, now: Instant) {
+        let Some(user) = &self.user else {
+            return self.reject(ErrorCode::ClientEventRejected, "mark_read refused: sign in first");
+        };
+        if ChannelName::parse(&mark.channel, self.app.config.max_channel_name_len).is_err() {
+            return self.reject(ErrorCode::ClientEventRejected, "mark_read refused: invalid channel name");
+        }
+        if !self.client_events.try_take(now) {
+            let max = self.app.config.client_events_per_second;
+            let message = format!("mark_read refused: more than {max} requests per second");
+            return self.reject(ErrorCode::ClientEventRateLimited, &message);
+        }
+        let (app, user) = (self.app.clone(), user.id.clone());
+        tokio::spawn(async move {
+            if let Err(error) = app.mark_read(&user, &mark.channel, mark.serial).await {
+                tracing::warn!(app = %app.id(), "mark_read failed: {error}");
+            }
         });
     }
 }

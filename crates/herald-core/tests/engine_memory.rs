@@ -115,7 +115,8 @@ fn subscribe(client: &mut Client, channel: &str, user: Option<&str>, resume: Opt
 
 async fn publish(node: &Registry, channel: &str, data: &str) -> u64 {
     let channels = [ChannelName::parse(channel, 200).unwrap()];
-    let publish = Publish { event: "e", channels: &channels, data, exclude: None, idempotency_key: None };
+    let publish =
+        Publish { event: "e", channels: &channels, data, exclude: None, idempotency_key: None, count_unread: false };
     node.by_id("1").unwrap().publish(&publish, Instant::now()).await.unwrap().serials[0]
 }
 

@@ -116,8 +116,14 @@ async fn a_slow_consumer_is_closed_without_delaying_others() {
     frames(&mut fast);
     let data = "x".repeat(100);
     let channels = [herald_protocol::ChannelName::parse("feed", 200).unwrap()];
-    let publish =
-        herald_core::Publish { event: "e", channels: &channels, data: &data, exclude: None, idempotency_key: None };
+    let publish = herald_core::Publish {
+        event: "e",
+        channels: &channels,
+        data: &data,
+        exclude: None,
+        idempotency_key: None,
+        count_unread: false,
+    };
     for _ in 0..5 {
         app.publish(&publish, Instant::now()).await.unwrap();
         assert_eq!(frames(&mut fast).len(), 1);
@@ -153,8 +159,14 @@ async fn history_older_than_its_window_cannot_be_resumed() {
     let joined = frames(&mut watcher).remove(0);
     let epoch = joined["position"]["epoch"].as_str().unwrap().to_owned();
     let channels = [herald_protocol::ChannelName::parse("news", 200).unwrap()];
-    let publish =
-        herald_core::Publish { event: "e", channels: &channels, data: "1", exclude: None, idempotency_key: None };
+    let publish = herald_core::Publish {
+        event: "e",
+        channels: &channels,
+        data: "1",
+        exclude: None,
+        idempotency_key: None,
+        count_unread: false,
+    };
     app.publish(&publish, Instant::now()).await.unwrap();
     let resume = |session: &mut Session| {
         let frame =

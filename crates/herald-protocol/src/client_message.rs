@@ -29,6 +29,23 @@ pub enum ClientMessage {
     JobSubmit(JobSubmit),
     /// Herald: ask for the state of one of the signed-in user's jobs.
     JobGet(JobGet),
+    /// Herald: send a feed channel's snapshot again.
+    FeedSnapshotRequest(FeedSnapshotRequest),
+    /// Herald: move the signed-in user's read cursor on a channel.
+    MarkRead(MarkRead),
+}
+
+/// `herald:feed_snapshot_request` data.
+#[derive(Debug, Deserialize)]
+pub struct FeedSnapshotRequest {
+    pub channel: String,
+}
+
+/// `herald:mark_read` data.
+#[derive(Debug, Deserialize)]
+pub struct MarkRead {
+    pub channel: String,
+    pub serial: u64,
 }
 
 /// `herald:job_submit` data. Any `user_id` a client adds is ignored: the job belongs to the user
@@ -81,6 +98,12 @@ pub struct Subscribe {
     /// Herald: resume after this position instead of starting live.
     #[serde(default)]
     pub resume: Option<Resume>,
+    /// Herald: on a feed channel, send `herald:feed_snapshot` after the confirmation.
+    #[serde(default)]
+    pub snapshot: bool,
+    /// Herald: for a signed-in connection, send the channel's `herald:unread` after the confirmation.
+    #[serde(default)]
+    pub unread: bool,
 }
 
 /// `pusher:signin` data.
@@ -146,6 +169,8 @@ impl ClientMessage {
             "pusher:signin" => object_data(envelope.data).map(Self::Signin),
             "herald:job_submit" => object_data(envelope.data).map(Self::JobSubmit),
             "herald:job_get" => object_data(envelope.data).map(Self::JobGet),
+            "herald:feed_snapshot_request" => object_data(envelope.data).map(Self::FeedSnapshotRequest),
+            "herald:mark_read" => object_data(envelope.data).map(Self::MarkRead),
             name if name.starts_with("client-") => {
                 let channel = envelope
                     .channel

@@ -102,6 +102,12 @@ pub fn channel_event(event: &str, channel: &str, data: FrameData<'_>, user_id: O
         .encode()
 }
 
+/// Herald: an answer about a channel to one connection (a feed snapshot, an unread count): routed
+/// to the channel like an event, but without a serial, because it is not one of the channel's events.
+pub fn channel_notice(event: &str, channel: &str, data: &str) -> Bytes {
+    system(event, Some(channel), Some(data))
+}
+
 fn system(event: &str, channel: Option<&str>, data: Option<&str>) -> Bytes {
     Frame { event, channel, data: data.map(FrameData::Text), ..Frame::default() }.encode()
 }

@@ -45,6 +45,38 @@ impl ChannelKeys {
     pub fn member_counts(&self) -> String {
         format!("{}:pc", self.tag)
     }
+    /// A feed's item ids, in order (list).
+    pub fn feed_order(&self) -> String {
+        format!("{}:f:order", self.tag)
+    }
+    /// A feed's item id → value JSON.
+    pub fn feed_values(&self) -> String {
+        format!("{}:f:values", self.tag)
+    }
+    /// A feed's item id → serial of its last change (sorted set).
+    pub fn feed_serials(&self) -> String {
+        format!("{}:f:serials", self.tag)
+    }
+    /// A feed's retracted id → serial of the retraction (sorted set, the newest `max_items`).
+    pub fn feed_retracted(&self) -> String {
+        format!("{}:f:retracted", self.tag)
+    }
+    /// A feed's `horizon`: the newest retraction serial no longer remembered.
+    pub fn feed_state(&self) -> String {
+        format!("{}:f:state", self.tag)
+    }
+    /// Serials of the channel's counted (`count_unread`) events, the newest kept (sorted set).
+    pub fn counted(&self) -> String {
+        format!("{}:counted", self.tag)
+    }
+    /// The epoch the counted serials and the cursors belong to.
+    pub fn counted_epoch(&self) -> String {
+        format!("{}:counted:epoch", self.tag)
+    }
+    /// User id → the serial the user read the channel up to.
+    pub fn cursors(&self) -> String {
+        format!("{}:cursors", self.tag)
+    }
 }
 
 impl Keys {

@@ -6,9 +6,13 @@
 //! resubscribes, proves delivery with a probe message and re-snapshots every channel so that the
 //! hub can fill or announce what was missed. The [`upkeep`] task flushes subscription counts,
 //! renews this node's lease and withdraws the presence and counts of nodes whose lease ran out.
-//! What must be atomic is a Lua script ([`scripts`]); where everything lives is [`keys`].
+//! What must be atomic is a Lua script ([`scripts`]); where everything lives is [`keys`]. Jobs,
+//! feeds and read cursors are stores on the same connection ([`RedisJobs`], [`RedisFeeds`],
+//! [`RedisCursors`]).
 
 mod connection;
+mod cursors;
+mod feeds;
 mod jobs;
 mod keys;
 mod listener;
@@ -28,6 +32,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use crate::cursors::RedisCursors;
+pub use crate::feeds::RedisFeeds;
 pub use crate::jobs::RedisJobs;
 
 use crate::connection::{Conn, Target};
@@ -169,6 +175,17 @@ impl RedisEngine {
     /// The engine's job store, shared by every node on this Redis and prefix.
     pub fn jobs(&self) -> RedisJobs {
         RedisJobs::new(self.inner.clone())
+    }
+
+    /// The engine's feed store: each change is stored and published on the feed's channel by one
+    /// script, so every node listening to the channel gets it as an ordinary event.
+    pub fn feeds(&self) -> RedisFeeds {
+        RedisFeeds::new(self.inner.clone())
+    }
+
+    /// The engine's read cursors and unread counts, shared by every node on this Redis and prefix.
+    pub fn cursors(&self) -> RedisCursors {
+        RedisCursors::new(self.inner.clone())
     }
 
     /// This node's id in Redis.

@@ -3,41 +3,63 @@
 //! Publish takes the next serial, appends to history, trims, sets expiries, updates the cache and
 //! publishes, all in one script: no node can see serial 7 before serial 6, and history never has
 //! a hole. Presence join and leave count nodes per user in the channel's slot, so `member_added`
-//! and `member_removed` are published exactly once however many nodes race.
+//! and `member_removed` are published exactly once however many nodes race. The publish step is
+//! one Lua function ([`PUBLISH_EVENT`]) that the feed scripts share, so a feed change is stored and
+//! published in the same script. A channel's meta (epoch and serial) expires after a quiet spell,
+//! except where a feed or counted events made it persistent: those serials are remembered elsewhere.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Defines `publish_event(meta, history, cache, epoch if new, payload, keep, history ttl ms, meta ttl
+/// ms, cache ttl ms, pub/sub channel, publish command, persist)`, which returns the serial and the
+/// epoch. Every script that publishes a channel event starts with it, so an event from a feed script
+/// is an ordinary channel event. A meta key that has no expiry (a feed's, or a channel with counted
+/// events) keeps none: its serials must outlive any quiet spell. `persist` makes it so.
+pub(crate) const PUBLISH_EVENT: &str = r"
+local function publish_event(meta, hist, cache, fresh, payload, keep, hist_ttl, meta_ttl, cache_ttl, channel, command, persist)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  local created = false
+  if not epoch then
+    epoch = fresh
+    created = true
+    redis.call('HSET', meta, 'epoch', epoch, 'head', 0)
+  end
+  local serial = redis.call('HINCRBY', meta, 'head', 1)
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local msg = 'E\n' .. serial .. '\n' .. epoch .. '\n' .. string.format('%d', ms) .. '\n' .. payload
+  keep = tonumber(keep)
+  if keep > 0 then
+    redis.call('RPUSH', hist, msg)
+    redis.call('LTRIM', hist, -keep, -1)
+    redis.call('PEXPIRE', hist, hist_ttl)
+  end
+  if persist then
+    redis.call('PERSIST', meta)
+  elseif created or redis.call('PTTL', meta) >= 0 then
+    redis.call('PEXPIRE', meta, meta_ttl)
+  end
+  if tonumber(cache_ttl) > 0 then
+    redis.call('SET', cache, msg, 'PX', cache_ttl)
+  end
+  redis.call(command, channel, msg)
+  return serial, epoch
+end
+";
+
 /// KEYS: meta, history, cache. ARGV: epoch if new, payload, keep, history ttl ms, meta ttl ms,
 /// cache ttl ms (0: not a cache channel), pub/sub channel, publish command (SPUBLISH in a
 /// cluster). Returns the serial.
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
-end
-local serial = redis.call('HINCRBY', KEYS[1], 'head', 1)
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local msg = 'E\n' .. serial .. '\n' .. epoch .. '\n' .. string.format('%d', ms) .. '\n' .. ARGV[2]
-local keep = tonumber(ARGV[3])
-if keep > 0 then
-  redis.call('RPUSH', KEYS[2], msg)
-  redis.call('LTRIM', KEYS[2], -keep, -1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if tonumber(ARGV[6]) > 0 then
-  redis.call('SET', KEYS[3], msg, 'PX', ARGV[6])
-end
-redis.call(ARGV[8], ARGV[7], msg)
+    Script::new(&format!(
+        "{PUBLISH_EVENT}
+local serial = publish_event(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7], ARGV[8], false)
 return serial
-",
-    )
+"
+    ))
 });
 
 /// KEYS: meta, history, cache, members. ARGV: epoch if new, meta ttl ms, create (1/0).
@@ -50,8 +72,10 @@ if not epoch then
   if ARGV[3] ~= '1' then return false end
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif redis.call('PTTL', KEYS[1]) >= 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local head = redis.call('HGET', KEYS[1], 'head')
 local cached = redis.call('GET', KEYS[3]) or ''
 return {epoch, head, redis.call('LRANGE', KEYS[2], 0, -1), cached, redis.call('HGETALL', KEYS[4])}

@@ -2,44 +2,14 @@
 //! server named by `HERALD_TEST_REDIS_URL`), and a private 3-master Redis Cluster.
 #![allow(clippy::unwrap_used, reason = "a test helper that panics is a clear test failure")]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_core::engine::Engine;
-use herald_core::engine::conformance::{self, Factory, RETENTION, TestNode, message};
-use herald_redis::{RedisConfig, RedisEngine};
+use herald_core::engine::conformance::{self, RETENTION, TestNode, message};
 
 mod support;
 
-use support::{Cluster, Redis};
-
-/// Nodes on the Redis at `url`.
-struct OnRedis {
-    url: String,
-}
-
-async fn ready_node(url: &str, prefix: &str, lease: Duration) -> Arc<dyn Engine> {
-    let config = RedisConfig { url: url.to_owned(), prefix: prefix.to_owned(), node_lease: lease };
-    let engine: Arc<dyn Engine> = Arc::new(RedisEngine::connect(config).await.unwrap());
-    // Ready means subscribed and probed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !engine.is_ready() {
-        assert!(tokio::time::Instant::now() < deadline, "engine never became ready");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    engine
-}
-
-impl Factory for OnRedis {
-    fn node<'a>(&'a self, prefix: &'a str) -> Pin<Box<dyn Future<Output = Arc<dyn Engine>> + Send + 'a>> {
-        Box::pin(ready_node(&self.url, prefix, self.lease()))
-    }
-    fn lease(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-}
+use support::{Cluster, OnRedis, Redis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_promise_of_the_engine_contract_holds_on_redis() {
@@ -155,9 +125,7 @@ async fn delivery_survives_moving_a_channels_slot_to_another_master() {
 }
 
 async fn job_store(url: &str, prefix: &str) -> Arc<dyn herald_core::jobs::JobStore> {
-    let config = RedisConfig { url: url.to_owned(), prefix: prefix.to_owned(), node_lease: Duration::from_secs(1) };
-    let engine = RedisEngine::connect(config).await.unwrap();
-    Arc::new(engine.jobs())
+    Arc::new(support::engine(url, prefix).await.jobs())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

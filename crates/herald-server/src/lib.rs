@@ -15,7 +15,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use config::EngineKind;
+use herald_core::cursors::CursorStore;
 use herald_core::engine::Engine;
+use herald_core::feeds::FeedStore;
 use herald_core::jobs::JobStore;
 use herald_core::{HistoryStore, Registry, RegistryError};
 use tokio::net::TcpListener;
@@ -35,6 +37,8 @@ pub enum ServeError {
     NoApps,
     #[error(transparent)]
     History(#[from] herald_sqlite::OpenError),
+    #[error(transparent)]
+    State(#[from] herald_sqlite::StateError),
     #[error(transparent)]
     Redis(#[from] herald_redis::RedisEngineError),
     #[error("cannot create data directory {path}: {source}")]
@@ -62,7 +66,7 @@ pub async fn run(
     if config.apps.is_empty() {
         return Err(ServeError::NoApps);
     }
-    let (engine, shared_jobs) = engine(&config.server).await?;
+    let Shared { engine, jobs: shared_jobs, state: shared_state } = engine(&config.server).await?;
     let registry = match &engine {
         Some(engine) => Registry::with_engine(config.apps, engine.clone())?,
         None => Registry::with_store(config.apps, history_store(&config.server)?)?,
@@ -70,6 +74,7 @@ pub async fn run(
     let registry = Arc::new(registry);
     herald_core::cluster::attach(&registry);
     let jobs = job_store(&config.server, &registry, shared_jobs)?;
+    let kept_state = state_store(&config.server, &registry, shared_state)?;
     let state = AppState::new(registry, config.server, engine);
     let sweeper = tokio::spawn(sweep(state.clone()));
     let job_sweeper = jobs.map(|store| tokio::spawn(sweep_jobs(state.registry.clone(), store)));
@@ -96,6 +101,12 @@ pub async fn run(
     for app in state.registry.apps() {
         app.close();
     }
+    if let Some(store) = kept_state {
+        for app in state.registry.apps() {
+            store.save_positions(app.id(), app.positions().into_iter().map(booked_row).collect());
+        }
+        store.close();
+    }
     if let Some(engine) = &state.engine {
         match tokio::time::timeout(ENGINE_CLOSE_TIMEOUT, engine.close()).await {
             Ok(Ok(())) => tracing::info!("left the cluster cleanly"),
@@ -106,11 +117,19 @@ pub async fn run(
     Ok(())
 }
 
-/// The engine `settings` ask for and its job store; `None` for the memory engine (this node
-/// alone, jobs in SQLite).
-async fn engine(settings: &ServerConfig) -> Result<(Option<Arc<dyn Engine>>, Option<Arc<dyn JobStore>>), ServeError> {
+/// What several nodes share through an engine: nothing (all `None`) on the memory engine.
+#[derive(Default)]
+struct Shared {
+    engine: Option<Arc<dyn Engine>>,
+    jobs: Option<Arc<dyn JobStore>>,
+    state: Option<(Arc<dyn FeedStore>, Arc<dyn CursorStore>)>,
+}
+
+/// The engine `settings` ask for and its stores; none for the memory engine (this node alone,
+/// jobs, feeds and cursors in SQLite).
+async fn engine(settings: &ServerConfig) -> Result<Shared, ServeError> {
     match settings.engine {
-        EngineKind::Memory => Ok((None, None)),
+        EngineKind::Memory => Ok(Shared::default()),
         EngineKind::Redis => {
             let config = herald_redis::RedisConfig {
                 url: settings.redis_url.clone(),
@@ -120,7 +139,9 @@ async fn engine(settings: &ServerConfig) -> Result<(Option<Arc<dyn Engine>>, Opt
             let engine = herald_redis::RedisEngine::connect(config).await?;
             tracing::info!(node = engine.node_id(), prefix = %settings.redis_prefix, "engine: redis");
             let jobs: Arc<dyn JobStore> = Arc::new(engine.jobs());
-            Ok((Some(Arc::new(engine)), Some(jobs)))
+            let feeds: Arc<dyn FeedStore> = Arc::new(engine.feeds());
+            let cursors: Arc<dyn CursorStore> = Arc::new(engine.cursors());
+            Ok(Shared { engine: Some(Arc::new(engine)), jobs: Some(jobs), state: Some((feeds, cursors)) })
         }
     }
 }
@@ -149,6 +170,46 @@ fn job_store(
         app.attach_job_store(store.clone());
     }
     Ok(Some(store))
+}
+
+/// Where feeds and read cursors live: the engine (Redis), or `data_dir/state.sqlite3` on one node,
+/// which also keeps the positions of feed and counted channels across restarts. Returns the SQLite
+/// store, to write those positions back at shutdown.
+fn state_store(
+    settings: &ServerConfig,
+    registry: &Registry,
+    shared: Option<(Arc<dyn FeedStore>, Arc<dyn CursorStore>)>,
+) -> Result<Option<Arc<herald_sqlite::SqliteState>>, ServeError> {
+    if let Some((feeds, cursors)) = shared {
+        for app in registry.apps() {
+            app.attach_feed_store(feeds.clone());
+            app.attach_cursor_store(cursors.clone());
+        }
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|source| ServeError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+    let store = Arc::new(herald_sqlite::SqliteState::open(&settings.data_dir.join("state.sqlite3"))?);
+    let clean = store.was_clean();
+    for app in registry.apps() {
+        app.attach_feed_store(store.clone());
+        app.attach_cursor_store(store.clone());
+        let kept = store.booked(app.id())?;
+        app.restore_positions(kept.into_iter().map(booked_position).collect(), clean);
+    }
+    Ok(Some(store))
+}
+
+fn booked_position(row: herald_sqlite::Booked) -> herald_core::hub::Booked {
+    herald_core::hub::Booked { channel: row.channel.into(), epoch: row.epoch.into(), head: row.head }
+}
+
+fn booked_row(position: herald_core::hub::Booked) -> herald_sqlite::Booked {
+    herald_sqlite::Booked {
+        channel: position.channel.to_string(),
+        epoch: position.epoch.to_string(),
+        head: position.head,
+    }
 }
 
 /// Takes back expired claims (telling each job's user) every second; prunes finished jobs every

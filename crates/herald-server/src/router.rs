@@ -5,7 +5,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::api::{channels, events, history, jobs, users};
+use crate::api::{channels, cursors, events, feeds, history, jobs, users};
 use crate::state::AppState;
 use crate::transport::{http_fallback, sse, websocket};
 
@@ -69,6 +69,12 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/apps/{app_id}/queues/{queue}/claim", post(jobs::claim))
         .route("/apps/{app_id}/jobs/{job}", get(jobs::show))
         .route("/apps/{app_id}/jobs/{job}/{action}", post(jobs::act))
+        .route("/apps/{app_id}/feeds/{channel}", get(feeds::show))
+        .route("/apps/{app_id}/feeds/{channel}/items", post(feeds::publish))
+        .route("/apps/{app_id}/feeds/{channel}/items/{item}", get(feeds::item))
+        .route("/apps/{app_id}/feeds/{channel}/items/{item}/{action}", post(feeds::change))
+        .route("/apps/{app_id}/users/{user_id}/read", post(cursors::read))
+        .route("/apps/{app_id}/users/{user_id}/unread", post(cursors::unread))
         .route_layer(axum::middleware::from_fn_with_state(state, deadline))
 }
 

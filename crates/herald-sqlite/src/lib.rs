@@ -12,8 +12,10 @@
 //! file's channels are dropped on open, and every resuming client is told `recovered: false`.
 
 mod jobs;
+mod state;
 
 pub use jobs::SqliteJobs;
+pub use state::{Booked, SqliteState, StateError};
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -64,6 +64,16 @@ pub(crate) struct Hub {
     /// The engine a replica hub mirrors, and the app it serves. Listen and unlisten are sent while
     /// the channel's shard lock is held, so they reach the engine in the order the hub decided them.
     link: Option<replica::Link>,
+    /// Positions of booked channels whose state was removed: a new state continues them.
+    book: parking_lot::Mutex<HashMap<Arc<str>, Booked>>,
+}
+
+/// A booked channel's position: its epoch and the serial of its last event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booked {
+    pub channel: Arc<str>,
+    pub epoch: Arc<str>,
+    pub head: u64,
 }
 
 /// A store and the app id its records are filed under.
@@ -91,6 +101,8 @@ struct Channel {
     syncing: Option<Box<replica::Syncing>>,
     /// Replica hubs only: presence members on every node, as the engine reports them.
     roster: Members,
+    /// Its position outlives its state (see [`Hub::book`]).
+    booked: bool,
 }
 
 #[derive(Debug)]
@@ -166,6 +178,7 @@ impl Channel {
             retained_empty: false,
             syncing: None,
             roster: Members::default(),
+            booked: false,
         }
     }
 
@@ -257,6 +270,7 @@ impl Hub {
             retained_empty: AtomicUsize::new(0),
             replica: false,
             link: None,
+            book: parking_lot::Mutex::default(),
         }
     }
 
@@ -291,9 +305,13 @@ impl Hub {
         self
     }
 
-    /// A new channel state, with a new epoch, recorded in the store.
+    /// A new channel state, recorded in the store: a booked channel continues its position, any
+    /// other starts a new epoch.
     fn create(&self, name: &str, now: Instant) -> Channel {
-        let channel = Channel::new(new_epoch(), now);
+        let channel = match self.book.lock().remove(name) {
+            Some(booked) => Channel { head: booked.head, booked: true, ..Channel::new(booked.epoch, now) },
+            None => Channel::new(new_epoch(), now),
+        };
         if let Some(durable) = &self.store {
             let change = HistoryChange::Created {
                 app: durable.app.clone(),
@@ -340,10 +358,58 @@ impl Hub {
         }
     }
 
-    /// Uncounts a channel being dropped and forgets it in the store.
+    /// Uncounts a channel being dropped and forgets it in the store; a booked channel's position
+    /// goes to the book.
     fn discard(&self, name: &str, state: &mut Channel) {
         self.release_empty(state);
         self.forget(name);
+        if state.booked {
+            let booked = Booked { channel: Arc::from(name), epoch: state.epoch.clone(), head: state.head };
+            self.book.lock().insert(booked.channel.clone(), booked);
+        }
+    }
+
+    /// Keeps `channel`'s position (epoch and serials) for as long as this hub lives, also when
+    /// nobody listens and its history has expired: feeds and channels with unread counts compare
+    /// serials across time. Not for replica hubs, whose positions the engine keeps.
+    pub fn book(&self, channel: &str, now: Instant) {
+        let mut shard = self.shard(channel).write();
+        self.state_mut(&mut shard, channel, now).booked = true;
+    }
+
+    /// Takes back positions kept by an earlier process. `fresh_epochs`: the process did not stop
+    /// cleanly, so events after the kept head may have been sent: continue the serials in a new
+    /// epoch, so no client resumes across the gap.
+    pub fn restore_book(&self, kept: Vec<Booked>, fresh_epochs: bool) {
+        let mut book = self.book.lock();
+        for mut booked in kept {
+            if fresh_epochs {
+                booked.epoch = new_epoch();
+            }
+            book.insert(booked.channel.clone(), booked);
+        }
+    }
+
+    /// The epoch of `channel`'s state, live or booked.
+    pub fn epoch_of(&self, channel: &str) -> Option<Arc<str>> {
+        if let Some(state) = self.shard(channel).read().get(channel) {
+            return Some(state.epoch.clone());
+        }
+        self.book.lock().get(channel).map(|b| b.epoch.clone())
+    }
+
+    /// Every booked channel's position, live or not (to keep across a restart).
+    pub fn booked(&self) -> Vec<Booked> {
+        let mut all: Vec<Booked> = self.book.lock().values().cloned().collect();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            all.extend(shard.iter().filter(|(_, state)| state.booked).map(|(name, state)| Booked {
+                channel: name.clone(),
+                epoch: state.epoch.clone(),
+                head: state.head,
+            }));
+        }
+        all
     }
 
     fn forget(&self, name: &str) {
@@ -437,6 +503,18 @@ impl Hub {
         cache: Option<(&str, &str)>,
         now: Instant,
     ) -> u64 {
+        self.publish_at(channel, encode, exclude, cache, now).1
+    }
+
+    /// [`Hub::publish`], returning the epoch too.
+    pub fn publish_at(
+        &self,
+        channel: &str,
+        encode: impl FnOnce(u64) -> Bytes,
+        exclude: Option<SocketId>,
+        cache: Option<(&str, &str)>,
+        now: Instant,
+    ) -> (Arc<str>, u64) {
         let mut shard = self.shard(channel).write();
         let state = self.state_mut(&mut shard, channel, now);
         state.head += 1;
@@ -461,10 +539,11 @@ impl Hub {
                 Some(CachedEvent { event: event.into(), data: data.into(), frame: frame.clone(), expires_at });
         }
         state.broadcast(&frame, exclude);
+        let epoch = state.epoch.clone();
         if state.is_removable(now, &self.limits) {
             self.remove(&mut shard, channel);
         }
-        serial
+        (epoch, serial)
     }
 
     /// Counts for one channel; `None` when nobody is subscribed.

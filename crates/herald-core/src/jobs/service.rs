@@ -329,6 +329,7 @@ impl App {
             data: &data,
             exclude: None,
             idempotency_key: None,
+            count_unread: false,
         };
         if let Err(error) = self.publish(&publish, tokio::time::Instant::now()).await {
             tracing::warn!(app = %self.id(), job = %job.id, "job update not published: {error}");

@@ -2,8 +2,55 @@
 //! loopback ports. Each is stopped (by the PIDs it started) when dropped.
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use herald_core::engine::Engine;
+use herald_core::engine::conformance::Factory;
+use herald_redis::{RedisConfig, RedisEngine};
+
+/// A node on the Redis at `url`, under `prefix`, with a one-second lease (ready: subscribed and
+/// probed).
+pub async fn engine(url: &str, prefix: &str) -> RedisEngine {
+    let config = RedisConfig { url: url.to_owned(), prefix: prefix.to_owned(), node_lease: Duration::from_secs(1) };
+    RedisEngine::connect(config).await.expect("the engine connects")
+}
+
+/// A key prefix no other run uses, so tests against a shared server (`HERALD_TEST_REDIS_URL`) never
+/// meet an earlier run's keys.
+pub fn fresh_prefix(name: &str) -> String {
+    format!("{name}{:x}", rand::random::<u32>())
+}
+
+/// A key's time to live in ms (-1: none, -2: no such key).
+pub async fn pttl(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL")
+}
+
+/// Nodes on the Redis at `url`, for the engine's conformance checks.
+pub struct OnRedis {
+    pub url: String,
+}
+
+impl Factory for OnRedis {
+    fn node<'a>(&'a self, prefix: &'a str) -> Pin<Box<dyn Future<Output = Arc<dyn Engine>> + Send + 'a>> {
+        Box::pin(async move {
+            let engine: Arc<dyn Engine> = Arc::new(engine(&self.url, prefix).await);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !engine.is_ready() {
+                assert!(tokio::time::Instant::now() < deadline, "engine never became ready");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            engine
+        })
+    }
+    fn lease(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
 
 /// A directory removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);

@@ -3,7 +3,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_core::PublishError;
+use herald_core::cursors::CursorError;
 use herald_core::engine::EngineError;
+use herald_core::feeds::FeedError;
 use herald_core::jobs::JobError;
 use herald_protocol::RequestAuthError;
 
@@ -47,6 +49,27 @@ impl From<JobError> for ApiError {
     }
 }
 
+impl From<FeedError> for ApiError {
+    fn from(error: FeedError) -> Self {
+        let message = error.to_string();
+        match error {
+            FeedError::UnknownItem(_) => Self::NotFound(message),
+            FeedError::ItemExists(_) | FeedError::FeedFull { .. } => Self::Conflict(message),
+            FeedError::ItemTooLarge { .. } => Self::PayloadTooLarge(message),
+            FeedError::InvalidId | FeedError::SelfAnchor | FeedError::Invalid(_) | FeedError::NotAFeed(_) => {
+                Self::BadRequest(message)
+            }
+            FeedError::Unavailable(_) => Self::StoreDown(message),
+        }
+    }
+}
+
+impl From<CursorError> for ApiError {
+    fn from(error: CursorError) -> Self {
+        Self::StoreDown(error.to_string())
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -70,6 +93,7 @@ impl From<PublishError> for ApiError {
             PublishError::PayloadTooLarge { .. } => Self::PayloadTooLarge(error.to_string()),
             PublishError::IdempotencyConflict => Self::Conflict(error.to_string()),
             PublishError::Unavailable(error) => Self::Unavailable(error),
+            PublishError::Cursors(error) => error.into(),
             _ => Self::BadRequest(error.to_string()),
         }
     }

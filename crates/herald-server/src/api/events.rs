@@ -34,6 +34,8 @@ struct EventBody {
     info: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    #[serde(default)]
+    count_unread: bool,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,7 @@ struct Event {
     data: String,
     channels: Vec<ChannelName>,
     exclude: Option<SocketId>,
+    count_unread: bool,
     info: Vec<Attribute>,
     idempotency_key: Option<String>,
 }
@@ -82,7 +85,15 @@ impl Event {
             other => other.to_string(),
         };
         let info = parse_attributes(body.info.as_deref())?;
-        let event = Self { name: body.name, data, channels, exclude, info, idempotency_key: body.idempotency_key };
+        let event = Self {
+            name: body.name,
+            data,
+            channels,
+            exclude,
+            count_unread: body.count_unread,
+            info,
+            idempotency_key: body.idempotency_key,
+        };
         app.check_publish(&event.as_publish())?;
         Ok(event)
     }
@@ -94,6 +105,7 @@ impl Event {
             data: &self.data,
             exclude: self.exclude,
             idempotency_key: self.idempotency_key.as_deref(),
+            count_unread: self.count_unread,
         }
     }
 

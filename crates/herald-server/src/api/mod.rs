@@ -7,8 +7,10 @@
 
 pub mod auth;
 pub mod channels;
+pub mod cursors;
 pub mod error;
 pub mod events;
+pub mod feeds;
 pub mod history;
 pub mod jobs;
 pub mod users;
