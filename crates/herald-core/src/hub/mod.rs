@@ -380,13 +380,17 @@ impl Hub {
     /// Takes back positions kept by an earlier process. `fresh_epochs`: the process did not stop
     /// cleanly, so events after the kept head may have been sent: continue the serials in a new
     /// epoch, so no client resumes across the gap.
+    /// A channel already restored from durable history keeps that state and is only marked booked.
     pub fn restore_book(&self, kept: Vec<Booked>, fresh_epochs: bool) {
-        let mut book = self.book.lock();
         for mut booked in kept {
+            if let Some(state) = self.shard(&booked.channel).write().get_mut(&*booked.channel) {
+                state.booked = true;
+                continue;
+            }
             if fresh_epochs {
                 booked.epoch = new_epoch();
             }
-            book.insert(booked.channel.clone(), booked);
+            self.book.lock().insert(booked.channel.clone(), booked);
         }
     }
 
@@ -612,5 +616,50 @@ impl Hub {
         if let Some(durable) = &self.store {
             durable.store.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(max_age_secs: u64) -> Hub {
+        let history = HistoryLimits { max_events: 10, max_age: Duration::from_secs(max_age_secs) };
+        Hub::new(HubLimits { max_members: 10, history, cache_ttl: Duration::from_secs(1) })
+    }
+
+    fn publish(hub: &Hub, channel: &str, now: Instant) -> (Arc<str>, u64) {
+        hub.publish_at(channel, |_| Bytes::from_static(b"{}"), None, None, now)
+    }
+
+    #[test]
+    fn a_booked_channel_continues_its_position_after_its_state_is_removed() {
+        let hub = hub(0);
+        let now = Instant::now();
+        hub.book("feed-a", now);
+        let (epoch, serial) = publish(&hub, "feed-a", now);
+        assert_eq!(publish(&hub, "feed-a", now), (epoch.clone(), serial + 1));
+        hub.sweep(now + Duration::from_secs(1));
+        assert_eq!(publish(&hub, "feed-a", now), (epoch, serial + 2), "same epoch, next serial");
+
+        let (other, _) = publish(&hub, "plain", now);
+        hub.sweep(now + Duration::from_secs(1));
+        assert_ne!(publish(&hub, "plain", now).0, other, "an unbooked channel starts a new epoch");
+    }
+
+    #[test]
+    fn kept_positions_come_back_and_an_unclean_stop_gets_a_new_epoch_at_the_same_serial() {
+        let now = Instant::now();
+        let kept = |channel: &str| Booked { channel: Arc::from(channel), epoch: Arc::from("e1"), head: 41 };
+        let clean = hub(300);
+        clean.restore_book(vec![kept("feed-a")], false);
+        assert_eq!(publish(&clean, "feed-a", now), (Arc::from("e1"), 42));
+        let unclean = hub(300);
+        unclean.restore_book(vec![kept("feed-a")], true);
+        let (epoch, serial) = publish(&unclean, "feed-a", now);
+        assert_ne!(&*epoch, "e1");
+        assert_eq!(serial, 42);
+        let booked = unclean.booked();
+        assert_eq!(booked, [Booked { channel: Arc::from("feed-a"), epoch, head: 42 }]);
     }
 }
