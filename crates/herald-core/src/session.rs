@@ -272,10 +272,14 @@ impl Session {
                 .map(|user_id| MemberJoin { user_id, user_info: None }),
             (false, member) => member,
         };
+        let snapshot = subscribe.snapshot && is_feed_channel(channel.as_str());
+        let unread = subscribe.unread && self.user.is_some();
+        let confirmed = (snapshot || unread).then(|| Arc::new(tokio::sync::Notify::new()));
         let join = Join {
             member: member.as_ref(),
             resume: subscribe.resume.as_ref(),
             confirmation: Confirmation::SubscriptionSucceeded,
+            confirmed: confirmed.as_ref(),
         };
         let joined =
             self.app.hub.subscribe(&channel, &self.connection, join, now).map_err(|JoinRefused::PresenceFull| {
@@ -286,11 +290,8 @@ impl Session {
         let subscription = Subscription { kind: channel.kind(), member: member.map(|m| m.user_id) };
         self.subscriptions.insert(Arc::from(channel.as_str()), subscription);
         self.app.joined(channel.as_str(), joined, self.connection.socket_id);
-        if subscribe.snapshot && is_feed_channel(channel.as_str()) {
-            self.send_feed_snapshot(channel.as_str());
-        }
-        if subscribe.unread {
-            self.send_unread(channel.as_str());
+        if let Some(confirmed) = confirmed {
+            self.after_confirmation(channel.as_str(), confirmed, snapshot, unread);
         }
         Ok(())
     }
@@ -414,7 +415,7 @@ impl Session {
     fn join_user_stream(&mut self, id: &str, signin: &Signin, then: Option<&bytes::Bytes>, now: Instant) {
         let channel = ChannelName::server_to_user(id);
         let confirmation = Confirmation::SigninSuccess { user_data: &signin.user_data, then };
-        let join = Join { member: None, resume: signin.resume.as_ref(), confirmation };
+        let join = Join { member: None, resume: signin.resume.as_ref(), confirmation, confirmed: None };
         // Without a member there is no limit to refuse on.
         if let Ok(joined) = self.app.hub.subscribe(&channel, &self.connection, join, now) {
             self.app.joined(channel.as_str(), joined, self.connection.socket_id);
@@ -535,6 +536,23 @@ fn spawn_publisher(app: Arc<App>, socket_id: herald_protocol::SocketId) -> mpsc:
     sender
 }
 
+/// How long answers that follow a subscription's confirmation wait for it (a replica hub confirms
+/// after the engine's snapshot).
+const CONFIRMATION_WAIT: Duration = Duration::from_secs(10);
+
+/// Sends `user`'s cursor and unread count for `channel` (`herald:unread`).
+async fn send_unread(app: &App, connection: &Connection, user: &str, channel: &str) {
+    match app.unread(user, vec![channel.to_owned()]).await {
+        Ok(found) => {
+            for unread in found {
+                let data = serde_json::json!({ "cursor": unread.cursor, "unread": unread.unread }).to_string();
+                connection.outbox.push(server_frame::channel_notice("herald:unread", channel, &data));
+            }
+        }
+        Err(error) => tracing::warn!(app = %app.id(), %channel, "unread count failed: {error}"),
+    }
+}
+
 /// What a connection is told about its job requests.
 fn job_answer(connection: &Connection, event: &str, request_id: Option<&str>, body: serde_json::Value) {
     let mut data = body;
@@ -602,8 +620,26 @@ impl Session {
 }
 
 impl Session {
-    /// Reads the feed after the subscription is in place and sends it (`herald:feed_snapshot`):
-    /// every change after the snapshot's position reaches this connection as an event.
+    /// Once the subscription is confirmed (and so in place), sends the feed's snapshot and the
+    /// unread count: every change after the snapshot's position reaches this connection as an
+    /// event, and both answers follow `subscription_succeeded`. A join that is never confirmed
+    /// (refused, or unsubscribed first) sends nothing.
+    fn after_confirmation(&self, channel: &str, confirmed: Arc<tokio::sync::Notify>, snapshot: bool, unread: bool) {
+        let (app, connection, channel) = (self.app.clone(), self.connection.clone(), channel.to_owned());
+        let user = self.user.as_ref().map(|user| user.id.clone());
+        tokio::spawn(async move {
+            if tokio::time::timeout(CONFIRMATION_WAIT, confirmed.notified()).await.is_err() {
+                return;
+            }
+            if snapshot {
+                app.send_feed_snapshot(&connection, &channel).await;
+            }
+            if let (true, Some(user)) = (unread, user) {
+                send_unread(&app, &connection, &user, &channel).await;
+            }
+        });
+    }
+
     fn send_feed_snapshot(&self, channel: &str) {
         let (app, connection, channel) = (self.app.clone(), self.connection.clone(), channel.to_owned());
         tokio::spawn(async move { app.send_feed_snapshot(&connection, &channel).await });
@@ -616,24 +652,6 @@ impl Session {
             return self.reject(ErrorCode::ClientEventRejected, message);
         }
         self.send_feed_snapshot(channel);
-    }
-
-    /// Sends the signed-in user's cursor and unread count for `channel` (`herald:unread`).
-    fn send_unread(&self, channel: &str) {
-        let Some(user) = &self.user else { return };
-        let (app, connection, user) = (self.app.clone(), self.connection.clone(), user.id.clone());
-        let channel = channel.to_owned();
-        tokio::spawn(async move {
-            match app.unread(&user, vec![channel.clone()]).await {
-                Ok(found) => {
-                    for unread in found {
-                        let data = serde_json::json!({ "cursor": unread.cursor, "unread": unread.unread }).to_string();
-                        connection.outbox.push(server_frame::channel_notice("herald:unread", &channel, &data));
-                    }
-                }
-                Err(error) => tracing::warn!(app = %app.id(), %channel, "unread count failed: {error}"),
-            }
-        });
     }
 
     /// `herald:mark_read`: moves the signed-in user's cursor; the answer is `herald:read` on the

@@ -139,6 +139,9 @@ pub(crate) struct Join<'a> {
     pub member: Option<&'a MemberJoin>,
     pub resume: Option<&'a Resume>,
     pub confirmation: Confirmation<'a>,
+    /// Notified once the confirmation is queued (at once on one node; after the engine's snapshot
+    /// on a replica hub), so that answers which must follow it (a feed snapshot) can wait for it.
+    pub confirmed: Option<&'a Arc<tokio::sync::Notify>>,
 }
 
 /// Why the hub refused a subscription.
@@ -235,6 +238,9 @@ impl Channel {
             }
         };
         connection.outbox.push(frame);
+        if let Some(confirmed) = join.confirmed {
+            confirmed.notify_one();
+        }
         if let Confirmation::SigninSuccess { then: Some(then), .. } = join.confirmation {
             connection.outbox.push(then.clone());
         }

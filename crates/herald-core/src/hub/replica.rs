@@ -40,6 +40,7 @@ pub(crate) struct OwnedJoin {
     resume: Option<Resume>,
     /// A sign-in's user data and the frame that follows its confirmation.
     signin: Option<(Box<str>, Option<Bytes>)>,
+    confirmed: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl OwnedJoin {
@@ -48,7 +49,13 @@ impl OwnedJoin {
             Confirmation::SubscriptionSucceeded => None,
             Confirmation::SigninSuccess { user_data, then } => Some((user_data.into(), then.cloned())),
         };
-        Self { connection: connection.clone(), member: join.member.cloned(), resume: join.resume.cloned(), signin }
+        Self {
+            connection: connection.clone(),
+            member: join.member.cloned(),
+            resume: join.resume.cloned(),
+            signin,
+            confirmed: join.confirmed.cloned(),
+        }
     }
 
     fn as_join(&self) -> Join<'_> {
@@ -56,7 +63,12 @@ impl OwnedJoin {
             None => Confirmation::SubscriptionSucceeded,
             Some((user_data, then)) => Confirmation::SigninSuccess { user_data, then: then.as_ref() },
         };
-        Join { member: self.member.as_ref(), resume: self.resume.as_ref(), confirmation }
+        Join {
+            member: self.member.as_ref(),
+            resume: self.resume.as_ref(),
+            confirmation,
+            confirmed: self.confirmed.as_ref(),
+        }
     }
 }
 
