@@ -54,7 +54,7 @@ test('backoff: full jitter, first retry under 1 s, capped at 30 s', () => {
 test('a dropped connection resumes every channel from its last serial: all events, in order, once', async () => {
   const h = await server();
   const herald = client(h).connect();
-  const channel = herald.subscribe(uniq('feed'));
+  const channel = herald.subscribe(uniq('ticks'));
   await once(channel, 'subscribed');
   const all = collect(channel, 'tick', 20);
   for (let i = 0; i < 5; i += 1) await h.sdk().trigger(channel.name, 'tick', { i });
