@@ -41,6 +41,10 @@ export type Handler = (data: any, meta: { serial?: number; userId?: string }) =>
 export declare class Emitter {
   bind(event: string, fn: (...args: any[]) => void): this;
   unbind(event: string, fn?: (...args: any[]) => void): this;
+  /** Alias of bind. */
+  on(event: string, fn: (...args: any[]) => void): this;
+  /** Alias of unbind. */
+  off(event: string, fn?: (...args: any[]) => void): this;
 }
 
 export declare class Channel extends Emitter {
@@ -51,9 +55,69 @@ export declare class Channel extends Emitter {
   /** Presence members by user id. */
   members: Map<string, unknown>;
   onResync?: (channel: Channel) => void;
+  /** Subscribed with `unread: true`. */
+  readonly unread: boolean;
+  /** The live copy, when the channel was opened with `Herald.feed()`. */
+  readonly feed: Feed | null;
   /** Sends a client event; with `actionId`, the same action arriving later is not dispatched here. */
   trigger(event: string, data: object, options?: { actionId?: string }): boolean;
+  /** 'unread': this channel's read state changed (see Herald's 'unread'). */
+  bind(event: 'unread', fn: (state: ReadState) => void): this;
+  bind(event: string, fn: (...args: any[]) => void): this;
 }
+
+export interface SubscribeOptions {
+  onResync?: (channel: Channel) => void;
+  position?: Position;
+  /** Ask Herald for the channel's read state after subscribing (needs a sign-in; when signin()
+   *  was called the subscribe waits for it). */
+  unread?: boolean;
+}
+
+/** One item of a feed: `serial` is that of its last publish, edit or move. */
+export interface FeedItem<Value = unknown> { id: string; value: Value; serial: number }
+
+/** One change applied to a feed's copy. `index` is where the item is now (for 'retract': where it was). */
+export type FeedChange<Value = unknown> =
+  | { type: 'publish'; id: string; serial: number; index: number; after: string | null; value: Value; item: FeedItem<Value> }
+  | { type: 'edit'; id: string; serial: number; index: number; value: Value; previous: Value; item: FeedItem<Value> }
+  | { type: 'move'; id: string; serial: number; index: number; from: number; after: string | null; item: FeedItem<Value> }
+  | { type: 'retract'; id: string; serial: number; index: number; previous: Value };
+
+/**
+ * A live local copy of a feed channel, made by `Herald.feed()`: a snapshot on every (re)subscribe,
+ * then every change in serial order; a gap, a change that does not fit, or a snapshot older than the
+ * subscription asks for a new snapshot and rebuilds.
+ */
+export declare class Feed<Value = unknown> extends Emitter {
+  readonly name: string;
+  readonly channel: Channel;
+  /** The items in feed order; a new array after every change (items are replaced, never mutated). */
+  readonly items: ReadonlyArray<FeedItem<Value>>;
+  /** The serial of the last change in the copy (null before the first snapshot). */
+  readonly position: Position | null;
+  /** True once the first snapshot is in. */
+  readonly ready: boolean;
+  /** True while waiting for a snapshot (changes are kept until it comes). */
+  readonly syncing: boolean;
+  get(id: string): FeedItem<Value> | undefined;
+  /** Unsubscribes the feed's channel. */
+  close(): void;
+  /** 'change': one change applied. */
+  bind(event: 'change', fn: (change: FeedChange<Value>) => void): this;
+  /** 'reset': the copy was replaced from a snapshot (the first one too, and after every reconnect). */
+  bind(event: 'reset', fn: (state: { items: ReadonlyArray<FeedItem<Value>>; position: Position }) => void): this;
+  /** 'ready': the first snapshot is in. */
+  bind(event: 'ready', fn: (feed: Feed<Value>) => void): this;
+  bind(event: string, fn: (...args: any[]) => void): this;
+  on(event: 'change', fn: (change: FeedChange<Value>) => void): this;
+  on(event: 'reset', fn: (state: { items: ReadonlyArray<FeedItem<Value>>; position: Position }) => void): this;
+  on(event: 'ready', fn: (feed: Feed<Value>) => void): this;
+  on(event: string, fn: (...args: any[]) => void): this;
+}
+
+/** A user's read state of a channel: read up to `cursor`; `unread` counted events after it. */
+export interface ReadState { cursor: number; unread: number }
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'dead' | 'cancelled';
 
@@ -119,9 +183,18 @@ export declare class Herald extends Emitter {
   readonly user: Channel;
   connect(): this;
   disconnect(): void;
-  subscribe(name: string, options?: { onResync?: (channel: Channel) => void; position?: Position }): Channel;
+  subscribe(name: string, options?: SubscribeOptions): Channel;
   unsubscribe(name: string): void;
+  /** A live copy of a `feed-…` / `private-feed-…` channel; the same Feed if called again. */
+  feed<Value = unknown>(name: string, options?: SubscribeOptions): Feed<Value>;
   signin(): void;
+  /** The signed-in user's read state of `channel` as Herald last told it (from a subscribe with
+   *  `unread: true` or a mark from any tab), or undefined. */
+  unread(channel: string): ReadState | undefined;
+  /** Marks `channel` read up to `serial` (default: the last serial seen on it) for the signed-in
+   *  user; every connection of the user is told ('unread'). Sent once signed in, resent after a
+   *  reconnect until confirmed. False when there is nothing to mark. */
+  markRead(channel: string | Channel, serial?: number): boolean;
   /** Submits a job to a queue with `client_submit = true`, filed under the signed-in user (whatever
    *  the payload says). Sent once connected and signed in; resolves with the queued job, rejects
    *  with a HeraldJobError. */
@@ -136,7 +209,12 @@ export declare class Herald extends Emitter {
    *  after reconnects, stale versions dropped). Other events: 'state_change', state names,
    *  'reconnecting', 'refused', 'resync', 'error'. */
   bind(event: 'job_update', fn: (job: Job, meta: { serial?: number }) => void): this;
+  /** 'unread': a channel's read state changed (a subscribe with `unread: true`, or a mark by any of
+   *  the user's connections or by the backend). */
+  bind(event: 'unread', fn: (update: ReadState & { channel: string }) => void): this;
   bind(event: string, fn: (...args: any[]) => void): this;
+  on(event: 'unread', fn: (update: ReadState & { channel: string }) => void): this;
+  on(event: string, fn: (...args: any[]) => void): this;
 }
 
 export default Herald;

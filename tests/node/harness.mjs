@@ -452,6 +452,32 @@ class Herald {
     return { status: res.status, text, json, headers: res.headers };
   }
 
+  /**
+   * A backend changing the feed `channel` over the signed feed routes. Each call asserts the
+   * status (any 2xx unless told) and returns the answer's JSON; `state()` is `GET /feeds/{channel}`.
+   */
+  feedBackend(channel, { app = this.app } = {}) {
+    const base = `/apps/${app.id}/feeds/${channel}`;
+    const call = async (method, reqPath, body, expected) => {
+      const res = await this.http({ method, path: `${base}${reqPath}`, body, app });
+      if (expected === undefined ? res.status < 200 || res.status > 299 : res.status !== expected) {
+        throw new Error(`${method} ${base}${reqPath} ${JSON.stringify(body ?? null)}: expected ${expected ?? '2xx'}, got ${res.status} ${res.text}`);
+      }
+      return res.json ?? res.text;
+    };
+    const item = (id) => `/items/${encodeURIComponent(id)}`;
+    return {
+      /** `place`: {index} | {before} | {after} (none: last). */
+      publish: (id, value, place = {}) => call('POST', '/items', { ...(id === undefined ? {} : { id }), value, ...place }),
+      edit: (id, value, { merge } = {}) => call('POST', `${item(id)}/edit`, merge === undefined ? { value } : { value, merge }),
+      move: (id, place) => call('POST', `${item(id)}/move`, place),
+      retract: (id) => call('POST', `${item(id)}/retract`, {}),
+      get: (id, expected) => call('GET', item(id), undefined, expected),
+      state: () => call('GET', ''),
+      call,
+    };
+  }
+
   /** Disconnects every client created through this handle. Call from afterEach. */
   async closeClients() {
     const closing = [];

@@ -3,8 +3,10 @@
 // replay what was missed it says so and the channel's `onResync` runs, so the app refetches instead
 // of silently missing events. Reconnects back off with full jitter and obey Pusher's close codes.
 // Durable jobs are submitted and fetched over the same connection, and their updates ride the user
-// stream, so they resume like any other event. No build step and no runtime dependency: a plain ES
-// module over the platform's WebSocket.
+// stream, so they resume like any other event. Feeds are kept as live local copies (a snapshot, then
+// every change in serial order, rebuilt from a new snapshot on a gap), and read cursors and unread
+// counts follow the user across tabs. No build step and no runtime dependency: a plain ES module
+// over the platform's WebSocket (one file, because Herald serves this very file at /herald.js).
 
 /** Close codes that mean "do not reconnect unchanged" (Pusher's 4000–4099). */
 const isRefusal = (code) => code >= 4000 && code < 4100;
@@ -136,6 +138,9 @@ class Emitter {
     for (const fn of [...(this.handlers.get(event) ?? [])]) fn(...args);
     for (const fn of [...(this.handlers.get('*') ?? [])]) fn(event, ...args);
   }
+  /** Aliases of bind/unbind, for EventEmitter habits. */
+  on(event, fn) { return this.bind(event, fn); }
+  off(event, fn) { return this.unbind(event, fn); }
 }
 
 /** One subscribed channel: its events, its position, its presence members. */
@@ -150,6 +155,10 @@ export class Channel extends Emitter {
     this.members = new Map();
     /** For `private-encrypted-` channels: the key from the last authorization. */
     this.sharedSecret = null;
+    /** Subscribe with `"unread": true` (the read state arrives once signed in). */
+    this.unread = options.unread === true;
+    /** The Feed kept from this channel's events, if `Herald.feed()` made one. */
+    this.feed = null;
   }
 
   /** Sends a client event (private and presence channels). `actionId` marks it as applied here. */
@@ -161,6 +170,7 @@ export class Channel extends Emitter {
 
   /** @internal */
   handle(frame) {
+    if (this.feed?.handle(frame)) return;
     const data = parseData(frame.data);
     switch (frame.event) {
       case 'pusher_internal:subscription_succeeded': {
@@ -178,6 +188,7 @@ export class Channel extends Emitter {
           this.members = new Map(Object.entries(data.presence.hash ?? {}));
         }
         this.emit('subscribed', { recovered: frame.recovered, position: this.position });
+        this.feed?.subscribed(frame, this.snapshotAsked);
         return;
       }
       case 'pusher:subscription_error':
@@ -212,6 +223,7 @@ export class Channel extends Emitter {
     }
     const meta = { serial: frame.serial, userId: frame.user_id };
     if (this === this.client.user && frame.event === 'herald:job_update') this.client.jobUpdate(payload, meta);
+    if (this === this.client.user && frame.event === 'herald:read') this.client.readState(payload?.channel, payload);
     this.emit(frame.event, payload, meta);
   }
 
@@ -230,9 +242,188 @@ export class Channel extends Emitter {
         this.sharedSecret = base64Bytes(sharedSecret); // kept here, never sent to Herald
       }
     }
-    if (this.position) data.resume = { epoch: this.position.epoch, serial: this.position.serial };
+    // A feed is rebuilt from the snapshot every (re)subscribe brings, so it does not resume: the
+    // replayed events would all be at or below the snapshot's serial, and dropped.
+    if (this.feed) data.snapshot = true;
+    else if (this.position) data.resume = { epoch: this.position.epoch, serial: this.position.serial };
+    if (this.unread) data.unread = true;
     return data;
   }
+}
+
+/** The four changes a feed channel carries, by event name. */
+const FEED_CHANGES = {
+  'herald:feed_publish': 'publish',
+  'herald:feed_edit': 'edit',
+  'herald:feed_move': 'move',
+  'herald:feed_retract': 'retract',
+};
+
+/**
+ * A live local copy of a feed channel (`feed-…`, `private-feed-…`): `items` ({id, value, serial},
+ * in feed order) as of `position`. Made by `Herald.feed()`. Every subscribe asks for a snapshot;
+ * changes that arrive before it are kept, those at or below its serial dropped, the rest applied in
+ * order, so the copy is exact however writers race with the subscribe. A gap in the serials, a
+ * change that does not fit the copy, or a snapshot older than the subscription asks for a new
+ * snapshot and rebuilds. Backends change feeds over HTTP; this only follows them.
+ *
+ * Events: 'ready' (the first snapshot is in), 'reset' (the copy was replaced from a snapshot: also
+ * the first time), 'change' (one change applied: {type, id, serial, index, …}).
+ */
+export class Feed extends Emitter {
+  constructor(channel) {
+    super();
+    this.channel = channel;
+    this.name = channel.name;
+    /** The items in feed order; a new array after every change (items are replaced, not mutated). */
+    this.items = [];
+    this.byId = new Map();
+    /** {epoch, serial}: the serial of the last change in the copy. */
+    this.position = null;
+    /** True once the first snapshot is in. */
+    this.ready = false;
+    /** True while waiting for a snapshot (changes are kept until it comes). */
+    this.syncing = true;
+    this.buffer = [];
+    // The position the subscription started at: a snapshot below it is stale.
+    this.floor = null;
+  }
+
+  /** The item with `id`, or undefined. */
+  get(id) {
+    return this.byId.get(id);
+  }
+
+  /** Stops following the feed (unsubscribes its channel). */
+  close() {
+    this.channel.client.unsubscribe(this.name);
+  }
+
+  /** @internal A subscribe asking for a snapshot is about to be sent. */
+  begin() {
+    this.syncing = true;
+    this.buffer = [];
+    this.floor = null;
+  }
+
+  /** @internal subscription_succeeded: `asked` says whether that subscribe asked for a snapshot. */
+  subscribed(frame, asked) {
+    this.floor = frame.position ? { ...frame.position } : null;
+    // A subscribe sent before this channel became a feed, or the server telling us (unasked) that
+    // it lost track of the channel: either way no snapshot is on its way yet.
+    if (!asked || !this.syncing) this.resync();
+  }
+
+  /** @internal Asks for a fresh snapshot; changes are kept until it comes. */
+  resync() {
+    this.syncing = true;
+    this.channel.client.send({ event: 'herald:feed_snapshot_request', data: { channel: this.name } });
+  }
+
+  /** @internal Takes the snapshot and the feed's changes; false for any other frame. */
+  handle(frame) {
+    if (frame.event === 'herald:feed_snapshot') {
+      this.snapshot(parseData(frame.data));
+      return true;
+    }
+    const type = FEED_CHANGES[frame.event];
+    if (!type) return false;
+    const change = { ...parseData(frame.data), type, serial: frame.serial };
+    if (this.syncing) this.buffer.push(change);
+    else this.advance(change);
+    return true;
+  }
+
+  /** @internal */
+  snapshot(data) {
+    const { items = [], position } = data ?? {};
+    if (!position) return;
+    const { floor } = this;
+    if (floor && floor.epoch === position.epoch && position.serial < floor.serial) {
+      this.resync(); // read from a node still catching up: ask again
+      return;
+    }
+    const current = this.position;
+    if (!this.syncing && current && current.epoch === position.epoch && position.serial <= current.serial) {
+      return; // an extra answer: the copy is already as new
+    }
+    this.items = items.map(({ id, value, serial }) => ({ id, value, serial }));
+    this.byId = new Map(this.items.map((item) => [item.id, item]));
+    this.setPosition(position.epoch, position.serial);
+    const later = this.buffer.filter((change) => change.serial > position.serial).sort((a, b) => a.serial - b.serial);
+    this.buffer = [];
+    this.syncing = false;
+    const first = !this.ready;
+    this.ready = true;
+    this.emit('reset', { items: this.items, position: { ...this.position } });
+    if (first) this.emit('ready', this);
+    for (const change of later) {
+      if (this.syncing) this.buffer.push(change);
+      else this.advance(change);
+    }
+  }
+
+  /** @internal Applies the next change in serial order, or asks for a snapshot on a gap. */
+  advance(change) {
+    const next = this.position.serial + 1;
+    if (change.serial < next) return; // already in the copy
+    if (change.serial === next && this.apply(change)) return;
+    this.buffer.push(change);
+    this.resync();
+  }
+
+  /** @internal Applies one change to the copy; false if it does not fit (the copy is then unchanged). */
+  apply(change) {
+    const { type, id, serial } = change;
+    const items = this.items.slice();
+    const at = items.findIndex((item) => item.id === id);
+    let detail;
+    if (type === 'publish') {
+      if (at !== -1) return false;
+      const item = { id, value: change.value, serial };
+      const index = placeAfter(items, change.after ?? null, item);
+      if (index < 0) return false;
+      this.byId.set(id, item);
+      detail = { type, id, serial, index, after: change.after ?? null, value: item.value, item };
+    } else if (at === -1) {
+      return false;
+    } else if (type === 'edit') {
+      const previous = items[at];
+      const item = { id, value: change.value, serial };
+      items[at] = item;
+      this.byId.set(id, item);
+      detail = { type, id, serial, index: at, value: item.value, previous: previous.value, item };
+    } else if (type === 'move') {
+      const [moved] = items.splice(at, 1);
+      const item = { ...moved, serial };
+      const index = placeAfter(items, change.after ?? null, item);
+      if (index < 0) return false;
+      this.byId.set(id, item);
+      detail = { type, id, serial, index, from: at, after: change.after ?? null, item };
+    } else {
+      const [removed] = items.splice(at, 1);
+      this.byId.delete(id);
+      detail = { type, id, serial, index: at, previous: removed.value };
+    }
+    this.items = items;
+    this.setPosition(this.position.epoch, serial);
+    this.emit('change', detail);
+    return true;
+  }
+
+  /** @internal The channel remembers the position too (markRead() defaults to it). */
+  setPosition(epoch, serial) {
+    this.position = { epoch, serial };
+    this.channel.position = { epoch, serial };
+  }
+}
+
+/** Inserts `item` right after the item `after` (null: first); the index, or -1 if `after` is unknown. */
+function placeAfter(items, after, item) {
+  const index = after === null ? 0 : items.findIndex((other) => other.id === after) + 1;
+  if (index === 0 && after !== null) return -1;
+  items.splice(index, 0, item);
+  return index;
 }
 
 /**
@@ -244,6 +435,9 @@ export class Channel extends Emitter {
  *
  * Jobs (after signin()): submitJob(queue, payload) and getJob(id) answer over the connection;
  * every change of the user's jobs arrives as the client's 'job_update' event and to watchJob().
+ *
+ * Feeds: feed(name) keeps a live copy of a feed channel. Read cursors (after signin()):
+ * markRead(channel, serial), unread(channel), and the 'unread' event, the same in every tab.
  */
 export class Herald extends Emitter {
   constructor(key, options = {}) {
@@ -273,6 +467,10 @@ export class Herald extends Emitter {
     this.requestSeq = 0;
     this.jobWatchers = new Map();
     this.jobVersions = new Map();
+    // Read state by channel ({cursor, unread}, as Herald last told), and marks not yet confirmed
+    // by a herald:read ({serial, sent}).
+    this.reads = new Map();
+    this.marks = new Map();
   }
 
   connect() {
@@ -312,11 +510,16 @@ export class Herald extends Emitter {
     const socket = this.socket;
     this.socket = null;
     this.user.subscribed = false;
+    for (const mark of this.marks.values()) mark.sent = false;
     socket?.close(1000);
     this.failRequests('disconnected', () => true);
   }
 
-  /** Subscribes; `onResync(channel)` runs when the server could not replay what was missed. */
+  /**
+   * Subscribes; `onResync(channel)` runs when the server could not replay what was missed. With
+   * `unread: true` Herald sends the channel's read state after subscribing (signed-in connections
+   * only: when signin() was called, the subscribe waits for the sign-in).
+   */
   subscribe(name, options = {}) {
     let channel = this.channels.get(name);
     if (!channel) {
@@ -329,6 +532,71 @@ export class Herald extends Emitter {
 
   unsubscribe(name) {
     if (this.channels.delete(name)) this.send({ event: 'pusher:unsubscribe', data: { channel: name } });
+  }
+
+  /**
+   * A live copy of the feed channel `name` (`feed-…` or `private-feed-…`), subscribed with a
+   * snapshot and kept exact from then on, also across reconnects (each brings a fresh snapshot).
+   * Calling it again returns the same Feed. `options` are subscribe()'s (e.g. `unread: true`).
+   */
+  feed(name, options = {}) {
+    let channel = this.channels.get(name);
+    if (channel?.feed) return channel.feed;
+    const existed = Boolean(channel);
+    if (!channel) {
+      channel = new Channel(this, name, options);
+      this.channels.set(name, channel);
+    }
+    channel.feed = new Feed(channel);
+    if (!existed) {
+      if (this.state === 'connected') this.sendSubscribe(channel);
+    } else if (channel.subscribed) {
+      channel.feed.resync(); // subscribed earlier without a snapshot
+    }
+    return channel.feed;
+  }
+
+  /** The signed-in user's read state of `channel` as Herald last told it, or undefined. */
+  unread(channel) {
+    const state = this.reads.get(channel);
+    return state && { ...state };
+  }
+
+  /**
+   * Marks `channel` read up to `serial` (default: the last serial this client saw on it) for the
+   * signed-in user. Herald moves the cursor forward only and tells every connection of the user
+   * ('unread' event). Sent once connected and signed in; resent after a reconnect until Herald
+   * confirms it. Returns false when there is nothing to mark.
+   */
+  markRead(channel, serial) {
+    const name = typeof channel === 'string' ? channel : channel.name;
+    const upTo = serial ?? this.channels.get(name)?.position?.serial;
+    if (typeof upTo !== 'number' || upTo <= (this.reads.get(name)?.cursor ?? 0)) return false;
+    if (upTo > (this.marks.get(name)?.serial ?? 0)) this.marks.set(name, { serial: upTo, sent: false });
+    this.flushMarks();
+    return true;
+  }
+
+  /** @internal */
+  flushMarks() {
+    if (this.state !== 'connected' || !this.user.subscribed) return;
+    for (const [channel, mark] of this.marks) {
+      if (!mark.sent) mark.sent = this.send({ event: 'herald:mark_read', data: { channel, serial: mark.serial } });
+    }
+  }
+
+  /**
+   * @internal A channel's read state, from herald:unread (after a subscribe) or herald:read (on the
+   * user stream, whoever moved the cursor). A cursor never goes back: an older answer is ignored.
+   */
+  readState(channel, state) {
+    const { cursor, unread } = state ?? {};
+    if (typeof channel !== 'string' || typeof cursor !== 'number') return;
+    if (cursor < (this.reads.get(channel)?.cursor ?? 0)) return;
+    this.reads.set(channel, { cursor, unread });
+    if (cursor >= (this.marks.get(channel)?.serial ?? Infinity)) this.marks.delete(channel);
+    this.channels.get(channel)?.emit('unread', { cursor, unread });
+    this.emit('unread', { channel, cursor, unread });
   }
 
   /** Signs in (needs the `signin` option); user events then arrive on `client.user`. */
@@ -503,7 +771,16 @@ export class Herald extends Emitter {
     if (frame.event === 'pusher:signin_success') {
       this.user.name = `#server-to-user-${JSON.parse(data.user_data).id}`;
       this.user.handle({ ...frame, event: 'pusher_internal:subscription_succeeded' });
+      // Channels that want their read state and were not subscribed signed in: (re)subscribe now.
+      for (const channel of this.channels.values()) {
+        if (channel.unread && !channel.unreadAsked) this.sendSubscribe(channel);
+      }
       this.flushRequests();
+      this.flushMarks();
+      return;
+    }
+    if (frame.event === 'herald:unread') {
+      this.readState(frame.channel, data);
       return;
     }
     if (frame.event === 'herald:job_accepted' || frame.event === 'herald:job_state' || frame.event === 'herald:job_rejected') {
@@ -518,9 +795,15 @@ export class Herald extends Emitter {
   }
 
   async sendSubscribe(channel) {
+    // The read state comes only to a signed-in subscribe: wait for the sign-in under way.
+    channel.unreadAsked = this.user.subscribed;
+    if (channel.unread && this.wantsSignin && !this.user.subscribed) return;
     channel.subscribed = false;
+    channel.feed?.begin();
     try {
-      this.send({ event: 'pusher:subscribe', data: await channel.subscribeData(this.socketId) });
+      const data = await channel.subscribeData(this.socketId);
+      channel.snapshotAsked = data.snapshot === true;
+      this.send({ event: 'pusher:subscribe', data });
     } catch (error) {
       channel.emit('error', { type: 'AuthError', error: String(error) });
     }
@@ -539,6 +822,7 @@ export class Herald extends Emitter {
     if (this.transport === 'ws' && this.state === 'connecting') this.wsFailures += 1;
     for (const channel of this.channels.values()) channel.subscribed = false;
     this.user.subscribed = false;
+    for (const mark of this.marks.values()) mark.sent = false; // unconfirmed: send again
     // A request already sent will not be answered on another connection (it may or may not have
     // been applied: retry a submit with the same idempotencyKey). Unsent ones wait to be sent.
     this.failRequests('connection closed', (request) => request.sent);
