@@ -30,6 +30,13 @@ pub enum Command {
     /// 127.0.0.1:6001).
     Publish(PublishArgs),
     /// Load-test a Pusher-compatible server (Herald or another) on loopback.
+    ///
+    /// Scenarios: idle (memory per connection), fanout (one channel, fixed rate), max-throughput
+    /// (one channel, rising rate until subscribers fall behind), many-channels (a channel per
+    /// connection, random targets) and jobs. Every scenario prints a table and one JSON line,
+    /// refuses a --target that is not a loopback address, and ends by itself. Connections come
+    /// from 127.0.0.1..N (--source-addresses) to pass the ephemeral-port limit. Run the generator
+    /// on another core than the server (taskset) and give --server-pid for server CPU and memory.
     Bench(BenchArgs),
     /// Submit, list, inspect, cancel and requeue jobs (defaults: the development app).
     Jobs(JobsArgs),
@@ -97,13 +104,16 @@ pub enum JobsCommand {
 pub struct BenchArgs {
     #[command(subcommand)]
     pub scenario: BenchScenario,
-    /// Server address as HOST:PORT.
+    /// Server address as HOST:PORT; must be a loopback address.
     #[arg(long, global = true, default_value = "127.0.0.1:6001")]
     pub target: String,
+    /// App id of the HTTP API paths (/apps/{id}/...).
     #[arg(long, global = true, default_value = "1")]
     pub app_id: String,
+    /// App key: WebSocket path /app/{key}, and the key publishes are signed with.
     #[arg(long, global = true, default_value = "herald-dev-key")]
     pub key: String,
+    /// App secret publishes are signed with [default: the development app's].
     #[arg(long, global = true, default_value = "herald-dev-secret", hide_default_value = true)]
     pub secret: String,
     /// The server's process id, to read its memory and CPU time from /proc.
@@ -117,22 +127,53 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum BenchScenario {
     /// Hold N subscribed connections; report server memory per connection and connect rate.
+    ///
+    /// Needs --server-pid (memory is read from /proc/<pid>/status). Connections join 1,000
+    /// channels (idle-0 .. idle-999) and are held 2 s after the last one before measuring.
     Idle {
+        /// Connections to open and subscribe.
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
     /// N subscribers on one channel; publish at RATE/s for SECONDS; report latency and loss.
+    ///
+    /// One event per signed HTTP publish, each carrying its send time and a sequence number;
+    /// every subscriber checks order, loss and duplicates. Reports deliveries/s, latency
+    /// p50/p90/p99/p99.9/max, and server and generator CPU per delivery. Waits at most 30 s after
+    /// the last publish for the subscribers.
     Fanout {
+        /// Subscribers on the one channel.
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
+        /// Events per second.
         #[arg(long, default_value_t = 20)]
         rate: u32,
+        /// Seconds of publishing.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Padding bytes added to each event's data.
         #[arg(long, default_value_t = 100)]
         payload: usize,
     },
+    /// Step the publish rate up on one channel until the subscribers stop keeping up.
+    ///
+    /// N subscribers join one channel; a publisher sends timestamped events through the signed
+    /// HTTP API (batch_events, --batch events per request), for --step-seconds at each rate. After
+    /// each step it waits for every subscriber to receive an end-of-step marker and reports
+    /// deliveries/s offered and achieved, latency p50/p99, loss and CPU per delivery. It stops at
+    /// the first step that is not sustained (any loss, gap, duplicate or closed subscriber, p99
+    /// over --max-p99-ms, or achieved deliveries/s under --min-ratio of offered) and reports the
+    /// last sustained step. A step the publisher itself could not send at its rate also ends the
+    /// run ("publisher sent only N/s": the generator, not the server, is the limit there).
+    /// Bounded: at most the listed steps, each --step-seconds plus --drain-seconds.
+    MaxThroughput(MaxThroughputArgs),
+    /// N connections, each on its own channel; events to random channels at a fixed total rate.
+    ///
+    /// Each event goes to one channel chosen at random (batch_events, --batch per request) and
+    /// carries its send time and that channel's sequence number; reports deliveries/s, latency
+    /// p50/p90/p99/p99.9/max, loss, gaps, duplicates and CPU per delivery. Runs for --seconds,
+    /// then sends an end event to every channel and waits at most 30 s for the subscribers.
+    ManyChannels(ManyChannelsArgs),
     /// Jobs per second through submit → claim → finish over the HTTP API (the queue must exist).
     Jobs {
         #[arg(long, default_value_t = 2000)]
@@ -143,6 +184,66 @@ pub enum BenchScenario {
         #[arg(long, default_value = "bench")]
         queue: String,
     },
+}
+
+/// `bench max-throughput`.
+#[derive(Debug, Clone, Args)]
+pub struct MaxThroughputArgs {
+    /// Subscribers on the one channel.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Events per second of the first step.
+    #[arg(long, default_value_t = 25)]
+    pub start_rate: u32,
+    /// Each step's rate is the previous one times this.
+    #[arg(long, default_value_t = 2.0)]
+    pub factor: f64,
+    /// No step above this many events per second.
+    #[arg(long, default_value_t = 12_800)]
+    pub max_rate: u32,
+    /// Explicit events-per-second steps (e.g. 50,100,150,200), replacing --start-rate, --factor
+    /// and --max-rate.
+    #[arg(long, value_delimiter = ',', value_name = "RATES")]
+    pub rates: Vec<u32>,
+    /// Seconds of publishing per step.
+    #[arg(long, default_value_t = 3)]
+    pub step_seconds: u64,
+    /// A step whose p99 latency is above this is not sustained.
+    #[arg(long, default_value_t = 100.0)]
+    pub max_p99_ms: f64,
+    /// A step whose achieved deliveries/s are under this share of the offered ones is not
+    /// sustained.
+    #[arg(long, default_value_t = 0.9)]
+    pub min_ratio: f64,
+    /// Seconds to wait after a step's last publish for every subscriber's end-of-step marker.
+    #[arg(long, default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// Padding bytes added to each event's data.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Events per batch_events request (Herald's and Pusher's default limit is 10).
+    #[arg(long, default_value_t = 10)]
+    pub batch: usize,
+}
+
+/// `bench many-channels`.
+#[derive(Debug, Clone, Args)]
+pub struct ManyChannelsArgs {
+    /// Connections, each subscribed to its own channel.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Events per second in total, each to one random channel.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Padding bytes added to each event's data.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Events per batch_events request (Herald's and Pusher's default limit is 10).
+    #[arg(long, default_value_t = 10)]
+    pub batch: usize,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use super::client::{connect, subscribe};
+use super::client::connect_subscribed;
 use super::{report, rss_bytes};
 use crate::cli::BenchArgs;
 
@@ -13,23 +13,7 @@ pub async fn run(args: &BenchArgs, connections: usize) -> anyhow::Result<()> {
     let pid = args.server_pid.context("bench idle needs --server-pid to read the server's memory")?;
     let before = rss_bytes(pid)?;
     let start = Instant::now();
-    let mut sockets = Vec::with_capacity(connections);
-    let concurrency = 200;
-    for chunk_start in (0..connections).step_by(concurrency) {
-        let chunk_end = (chunk_start + concurrency).min(connections);
-        let opened = futures_util::future::join_all((chunk_start..chunk_end).map(|i| async move {
-            let (mut ws, _) = connect(args, i).await?;
-            subscribe(&mut ws, &format!("idle-{}", i % 1000)).await?;
-            anyhow::Ok(ws)
-        }))
-        .await;
-        for ws in opened {
-            sockets.push(ws.context("connection failed")?);
-        }
-        if chunk_end % 5000 < concurrency {
-            eprintln!("  {chunk_end}/{connections} connected");
-        }
-    }
+    let sockets = connect_subscribed(args, connections, |i| format!("idle-{}", i % 1000)).await?;
     let connect_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await; // let allocator and kernel settle
     let after = rss_bytes(pid)?;

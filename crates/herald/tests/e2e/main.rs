@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "a test helper that panics is a clear test failure")]
 
 mod api;
+mod bench;
 mod channels;
 mod cli;
 mod cluster;
