@@ -17,6 +17,7 @@ use crate::hub::{Hub, HubLimits};
 use crate::idempotency::Idempotency;
 use crate::jobs::QueueConfig;
 use crate::jobs::service::AppJobs;
+use crate::metrics::{AppCounters, AppGauges};
 use crate::store::{HistoryStore, StoreError};
 use crate::users::Users;
 
@@ -73,6 +74,11 @@ pub struct AppConfig {
     pub unread_keep: usize,
     /// Job queues (`[[apps.queues]]`).
     pub queues: Vec<QueueConfig>,
+    /// Webhook endpoints (`[[apps.webhooks]]`).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// How long `channel_vacated` and `member_removed` wait, to be dropped if the channel or
+    /// member comes back (a page refresh).
+    pub webhook_leave_delay_ms: u64,
 }
 
 impl Default for AppConfig {
@@ -105,6 +111,8 @@ impl Default for AppConfig {
             feed_max_item_bytes: 10 * 1024,
             unread_keep: 1000,
             queues: Vec::new(),
+            webhooks: Vec::new(),
+            webhook_leave_delay_ms: 3000,
         }
     }
 }
@@ -139,11 +147,15 @@ pub struct App {
     /// Keys of client events: their own table, so clients cannot evict backend keys.
     pub(crate) client_idempotency: Idempotency,
     connections: AtomicUsize,
+    /// Totals for `/metrics`.
+    counters: AppCounters,
     pub(crate) jobs: AppJobs,
     /// Where feeds are kept (SQLite on one node, Redis with the Redis engine).
     pub(crate) feeds: std::sync::OnceLock<Arc<dyn crate::feeds::FeedStore>>,
     /// Where read cursors and counted serials are kept.
     pub(crate) cursors: std::sync::OnceLock<Arc<dyn crate::cursors::CursorStore>>,
+    /// Where webhook events are reported; unset when the app has no webhook.
+    pub(crate) webhooks: std::sync::OnceLock<crate::webhooks::WebhookSink>,
     /// Shared with other nodes: serials, delivery, presence, counts. `None` on a single node.
     pub(crate) engine: Option<Arc<dyn Engine>>,
 }
@@ -196,9 +208,11 @@ impl App {
             idempotency,
             client_idempotency,
             connections: AtomicUsize::new(0),
+            counters: AppCounters::default(),
             jobs,
             feeds: std::sync::OnceLock::new(),
             cursors: std::sync::OnceLock::new(),
+            webhooks: std::sync::OnceLock::new(),
             engine: None,
         }
     }
@@ -218,6 +232,16 @@ impl App {
     /// Connections currently open on this node.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// This app's totals (deliveries, publishes, drops, closes).
+    pub fn counters(&self) -> &AppCounters {
+        &self.counters
+    }
+
+    /// This app's live state on this node, computed now (never a kept tally).
+    pub fn gauges(&self) -> AppGauges {
+        AppGauges { connections: self.connection_count(), ..self.hub.gauges() }
     }
 
     /// Counts a new connection unless the app is at its limit.

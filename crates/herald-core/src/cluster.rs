@@ -43,6 +43,7 @@ impl App {
 
     /// Passes on what a subscribe changed.
     pub(crate) fn joined(&self, channel: &str, joined: Joined, socket_id: SocketId) {
+        self.webhook_joined(channel, &joined);
         let Some(engine) = &self.engine else { return };
         if let Some(member) = joined.member {
             let info = member.user_info.as_deref().map(|i| i.get());
@@ -55,6 +56,7 @@ impl App {
 
     /// Passes on what an unsubscribe changed.
     pub(crate) fn left(&self, channel: &str, left: Left) {
+        self.webhook_left(channel, &left);
         let Some(engine) = &self.engine else { return };
         if let Some(user_id) = left.member_left {
             engine.presence_leave(self.id(), channel, &user_id);

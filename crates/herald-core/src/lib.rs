@@ -16,6 +16,7 @@ pub mod history;
 pub mod hub;
 pub mod idempotency;
 pub mod jobs;
+pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod publish;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod session;
 pub mod store;
 pub mod users;
+pub mod webhooks;
 
 pub use app::{App, AppConfig};
 pub use connection::Connection;

@@ -28,6 +28,8 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<CloseCode>,
+    /// Frames thrown away because the connection was closing (counted under the lock already held).
+    dropped: u64,
 }
 
 /// What a drain found besides frames.
@@ -48,10 +50,12 @@ impl Outbox {
     pub fn push(&self, frame: Bytes) -> bool {
         let mut state = self.state.lock();
         if state.close.is_some() {
+            state.dropped += 1;
             return false;
         }
         if state.bytes + frame.len() > self.max_bytes {
             state.close = Some(CloseCode::OverCapacity);
+            state.dropped += state.frames.len() as u64 + 1;
             state.frames.clear();
             state.bytes = 0;
             drop(state);
@@ -84,6 +88,12 @@ impl Outbox {
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().bytes
+    }
+
+    /// Frames dropped so far and the close that dropped them (`None` when none were dropped).
+    pub fn dropped(&self) -> Option<(CloseCode, u64)> {
+        let state = self.state.lock();
+        state.close.filter(|_| state.dropped > 0).map(|code| (code, state.dropped))
     }
 
     pub fn is_closing(&self) -> bool {
@@ -130,6 +140,7 @@ mod tests {
         assert_eq!(outbox.drain(&mut out), Drained::Close(CloseCode::OverCapacity));
         assert!(out.is_empty(), "queued frames are dropped: the client resumes instead");
         assert!(!outbox.push(Bytes::from_static(b"1")));
+        assert_eq!(outbox.dropped(), Some((CloseCode::OverCapacity, 4)), "two queued, the overflow, one late");
     }
 
     #[test]

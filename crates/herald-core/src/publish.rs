@@ -16,6 +16,7 @@ use crate::engine::{EngineError, Message, Reservation};
 use crate::feeds::is_feed_channel;
 use crate::hub::{CachedEvent, ChannelCounts, HistoryPage};
 use crate::idempotency::{MAX_KEY_LEN, Outcome};
+use crate::metrics::PublishSource;
 
 /// One event to publish to one or more channels.
 #[derive(Debug)]
@@ -202,6 +203,7 @@ impl App {
         }
         match self.publish_message(channel, message).await {
             Ok(serial) => {
+                self.counters().published(PublishSource::Client, 1);
                 self.settle_key(key, channel, Some(&[serial])).await;
                 Ok(())
             }

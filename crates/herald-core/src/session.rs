@@ -25,6 +25,7 @@ use crate::feeds::is_feed_channel;
 use crate::hub::{Confirmation, Join, JoinRefused};
 use crate::idempotency::MAX_KEY_LEN;
 use crate::jobs::service::SubmitJob;
+use crate::metrics::PublishSource;
 use crate::presence::MemberJoin;
 use crate::rate_limit::TokenBucket;
 
@@ -438,7 +439,11 @@ impl Session {
                 let data = FrameData::Json(&event.data);
                 server_frame::channel_event(&event.event, &event.channel, data, user_id.as_deref(), serial)
             };
-            vec![self.app.hub.publish(&event.channel, encode, Some(socket_id), None, now)]
+            self.app.counters().published(PublishSource::Client, 1);
+            let serial = self.app.hub.publish(&event.channel, encode, Some(socket_id), None, now);
+            let data = event.data.get();
+            self.app.webhook_client_event(&event.channel, &event.event, data, socket_id, user_id.as_ref());
+            vec![serial]
         };
         match event.idempotency_key.as_deref() {
             None => {
@@ -688,6 +693,9 @@ impl Drop for Session {
             && self.app.users.sign_out(&user.id, self.connection.socket_id, &user.watchlist)
         {
             self.app.user_online_here(&user.id, false, self.connection.socket_id);
+        }
+        if let Some((code, frames)) = self.connection.outbox.dropped() {
+            self.app.counters().frames_dropped(code.code(), frames);
         }
         self.app.remove_connection();
     }

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub redis_prefix: String,
     /// A node that stops renewing its lease for this long is dead: its presence members leave.
     pub node_lease_secs: u64,
+    /// Serve `GET /metrics` (Prometheus text, counts per app id only) without authentication.
+    pub metrics: bool,
 }
 
 /// Which engine holds the state nodes share.
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "herald".into(),
             node_lease_secs: 10,
+            metrics: true,
         }
     }
 }
@@ -107,6 +110,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("app {app}: {source}")]
+    Webhook { app: String, source: herald_core::webhooks::WebhookConfigError },
 }
 
 impl Config {
@@ -136,6 +141,11 @@ impl Config {
         ];
         if server.engine == EngineKind::Redis && server.durable_history {
             return Err(ConfigError::Conflict("durable_history is for the memory engine; Redis keeps history itself"));
+        }
+        for app in &self.apps {
+            for webhook in &app.webhooks {
+                webhook.check().map_err(|source| ConfigError::Webhook { app: app.id.clone(), source })?;
+            }
         }
         match nonzero.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(ConfigError::Zero(name)),

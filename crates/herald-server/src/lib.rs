@@ -6,10 +6,13 @@
 
 pub mod api;
 pub mod config;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod router;
 pub mod state;
 pub mod transport;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,15 +78,18 @@ pub async fn run(
     herald_core::cluster::attach(&registry);
     let jobs = job_store(&config.server, &registry, shared_jobs)?;
     let kept_state = state_store(&config.server, &registry, shared_state)?;
+    let webhooks = webhooks::start(&config.server, &registry)?;
     let state = AppState::new(registry, config.server, engine);
     let sweeper = tokio::spawn(sweep(state.clone()));
     let job_sweeper = jobs.map(|store| tokio::spawn(sweep_jobs(state.registry.clone(), store)));
     let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
     let token = state.shutdown.clone();
     let http_sessions = state.http_sessions.clone();
+    let (pacer, tracker) = (state.close_pacer.clone(), state.tracker.clone());
     tokio::spawn(async move {
         shutdown.await;
-        tracing::info!("shutting down: closing connections with 4200");
+        tracing::info!(connections = tracker.len(), "shutting down: closing connections with 4200");
+        pacer.begin(tracker.len(), grace);
         token.cancel();
         http_sessions.close_all();
     });
@@ -93,6 +99,9 @@ pub async fn run(
     state.tracker.close();
     if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
         tracing::warn!(remaining = state.tracker.len(), "shutdown grace period over; exiting with connections open");
+    }
+    for app_webhooks in webhooks {
+        app_webhooks.close().await;
     }
     sweeper.abort();
     if let Some(job_sweeper) = job_sweeper {

@@ -5,9 +5,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::api::{channels, cursors, events, feeds, history, jobs, users};
+use crate::api::{channels, cursors, events, feeds, history, jobs, users, webhooks};
 use crate::state::AppState;
 use crate::transport::{http_fallback, sse, websocket};
+use crate::{health, metrics};
 
 /// The Herald JS client (`clients/js/src/index.js`), built into the binary.
 const HERALD_JS: &str = include_str!("../../../clients/js/src/index.js");
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_request_body_bytes;
     Router::new()
         .merge(api(state.clone()))
+        .merge(observability(&state))
         .route("/app/{key}", get(websocket::upgrade))
         .route(
             "/pusher/app/{key}/{server}/{session}/{kind}",
@@ -75,7 +77,19 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/apps/{app_id}/feeds/{channel}/items/{item}/{action}", post(feeds::change))
         .route("/apps/{app_id}/users/{user_id}/read", post(cursors::read))
         .route("/apps/{app_id}/users/{user_id}/unread", post(cursors::unread))
-        .route_layer(axum::middleware::from_fn_with_state(state, deadline))
+        .route("/apps/{app_id}/webhooks/dead_letters", get(webhooks::dead_letters))
+        .route("/apps/{app_id}/webhooks/dead_letters/replay", post(webhooks::replay))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
+        .route_layer(axum::middleware::from_fn_with_state(state, metrics::count_api_requests))
+}
+
+/// Liveness, readiness and (unless `[server] metrics = false`) `/metrics`: no signature, no secret.
+fn observability(state: &AppState) -> Router<AppState> {
+    let routes = Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz));
+    match state.settings.metrics {
+        true => routes.route("/metrics", get(metrics::handle)),
+        false => routes,
+    }
 }
 
 /// 200 when this node can serve; 503 while its engine cannot deliver (Redis away, or resubscribing

@@ -13,9 +13,11 @@
 
 mod jobs;
 mod state;
+mod webhooks;
 
 pub use jobs::SqliteJobs;
 pub use state::{Booked, SqliteState, StateError};
+pub use webhooks::SqliteWebhooks;
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -40,6 +40,54 @@ pub enum Command {
     Bench(BenchArgs),
     /// Submit, list, inspect, cancel and requeue jobs (defaults: the development app).
     Jobs(JobsArgs),
+    /// Webhook dead letters: list them, replay them once the endpoint works again.
+    Webhooks(WebhooksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub command: WebhooksCommand,
+    /// Herald's base URL (http only).
+    #[arg(long, global = true, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
+    pub url: String,
+    #[arg(long, global = true, env = "HERALD_APP_ID", default_value = "1")]
+    pub app_id: String,
+    #[arg(long, global = true, env = "HERALD_APP_KEY", default_value = "herald-dev-key")]
+    pub key: String,
+    #[arg(
+        long,
+        global = true,
+        env = "HERALD_APP_SECRET",
+        default_value = "herald-dev-secret",
+        hide_default_value = true
+    )]
+    pub secret: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WebhooksCommand {
+    /// Webhook events whose delivery was given up.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue dead letters again (each at the end of its endpoint's queue).
+    Replay {
+        /// A dead letter's id (repeatable).
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every dead letter of the app.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Args)]

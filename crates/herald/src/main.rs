@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod jobs;
 mod publish;
+mod webhooks;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => publish::publish(args),
         Command::Bench(args) => bench::bench(args),
         Command::Jobs(args) => jobs::jobs(args),
+        Command::Webhooks(args) => webhooks::webhooks(args),
         Command::CheckConfig(args) => {
             init_logging(args.log_format);
             let config = resolve(&args)?;

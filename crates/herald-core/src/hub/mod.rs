@@ -212,7 +212,8 @@ impl Channel {
         ChannelCounts { subscription_count: self.subscribers.len(), user_count: self.members.len() }
     }
 
-    /// Queues the joiner's confirmation, then what it missed or the cached event.
+    /// Queues the joiner's confirmation, then what it missed or the cached event. Returns whether
+    /// that was a `cache_miss`.
     fn confirm(
         &self,
         name: &ChannelName,
@@ -220,7 +221,7 @@ impl Channel {
         join: Join<'_>,
         presence: Option<&str>,
         now: Instant,
-    ) {
+    ) -> bool {
         // A replay must fit in the joiner's queue with room to spare, or it would be closed (4100)
         // on every retry; then the honest answer is "refetch".
         let budget = connection.outbox.max_bytes() / 2;
@@ -249,12 +250,14 @@ impl Channel {
                 connection.outbox.push(entry.frame.clone());
             }
         } else if name.is_cache() {
-            let frame = match &self.cache {
-                Some(cached) if cached.expires_at > now => cached.frame.clone(),
-                _ => server_frame::cache_miss(name.as_str()),
+            let (frame, miss) = match &self.cache {
+                Some(cached) if cached.expires_at > now => (cached.frame.clone(), false),
+                _ => (server_frame::cache_miss(name.as_str()), true),
             };
             connection.outbox.push(frame);
+            return miss;
         }
+        false
     }
 }
 
@@ -455,11 +458,13 @@ impl Hub {
             state.confirm(channel, connection, again, presence.as_deref(), now);
             return Ok(Joined::default());
         }
+        let mut joined = Joined::default();
         if let Some(member) = join.member {
             match state.members.join(member, self.limits.max_members) {
                 Ok(true) => {
                     let info = state.members.user_info(&member.user_id);
                     state.broadcast(&server_frame::member_added(channel.as_str(), &member.user_id, info), None);
+                    joined.member_added = Some(member.user_id.clone());
                 }
                 Ok(false) => {}
                 Err(MembersFull) => {
@@ -471,11 +476,12 @@ impl Hub {
             }
         }
         let presence = join.member.map(|_| server_frame::presence_data(state.members.iter()));
-        state.confirm(channel, connection, join, presence.as_deref(), now);
+        joined.cache_miss = state.confirm(channel, connection, join, presence.as_deref(), now);
         let user_id = join.member.map(|m| m.user_id.clone());
         self.release_empty(state);
+        joined.occupied = state.subscribers.is_empty();
         state.subscribers.insert(socket_id, Subscriber { connection: connection.clone(), user_id });
-        Ok(Joined::default())
+        Ok(joined)
     }
 
     /// Removes `socket_id` from `channel`; tells the others when a presence member left.
@@ -490,16 +496,19 @@ impl Hub {
         let Some(subscriber) = state.subscribers.remove(&socket_id) else {
             return Left::default();
         };
+        let mut left = Left::default();
         if let Some(user_id) = subscriber.user_id.filter(|id| state.members.leave(id)) {
             state.broadcast(&server_frame::member_removed(channel, &user_id), None);
+            left.member_removed = Some(user_id);
         }
         if state.subscribers.is_empty() {
+            left.vacated = true;
             state.touched = now;
             if state.is_removable(now, &self.limits) || !self.retain_empty(state) {
                 self.remove(&mut shard, channel);
             }
         }
-        Left::default()
+        left
     }
 
     /// Publishes one event: takes the next serial, encodes the frame with `encode(serial)`, keeps
@@ -601,6 +610,29 @@ impl Hub {
     pub fn member_ids(&self, channel: &str) -> Vec<String> {
         let shard = self.shard(channel).read();
         shard.get(channel).map(|s| s.members.iter().map(|(id, _)| id.to_owned()).collect()).unwrap_or_default()
+    }
+
+    /// Channels, subscriptions, presence members and queued bytes, counted now from the shards
+    /// (one read lock at a time). Users' own streams (`#…`) count towards queued bytes only.
+    pub fn gauges(&self) -> crate::metrics::AppGauges {
+        let mut gauges = crate::metrics::AppGauges::default();
+        let mut seen = std::collections::HashSet::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (name, state) in shard.iter().filter(|(_, state)| !state.subscribers.is_empty()) {
+                if !name.starts_with('#') {
+                    gauges.channels += 1;
+                    gauges.subscriptions += state.subscribers.len();
+                    gauges.presence_members += state.members.len();
+                }
+                for (socket_id, subscriber) in &state.subscribers {
+                    if seen.insert(*socket_id) {
+                        gauges.queued_bytes += subscriber.connection.outbox.queued_bytes();
+                    }
+                }
+            }
+        }
+        gauges
     }
 
     /// Expires history and removes channels that nobody needs any more.

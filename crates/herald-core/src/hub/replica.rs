@@ -98,6 +98,12 @@ pub(crate) struct Joined {
     pub member: Option<MemberJoin>,
     /// This node's subscriptions on the channel now (replica hubs).
     pub count: Option<usize>,
+    /// For webhooks (single node): the channel had no subscriber before.
+    pub occupied: bool,
+    /// For webhooks (single node): this user's first socket joined the presence channel.
+    pub member_added: Option<Arc<str>>,
+    /// For webhooks (single node): a cache channel with nothing cached was joined.
+    pub cache_miss: bool,
 }
 
 /// What an unsubscribe asks of the engine.
@@ -106,6 +112,10 @@ pub(crate) struct Left {
     /// This node's last socket of a presence user left.
     pub member_left: Option<Arc<str>>,
     pub count: Option<usize>,
+    /// For webhooks (single node): the last subscriber left.
+    pub vacated: bool,
+    /// For webhooks (single node): this user's last socket left the presence channel.
+    pub member_removed: Option<Arc<str>>,
 }
 
 /// What installing a snapshot asks of the engine.

@@ -113,6 +113,9 @@ impl Event {
     async fn deliver(&self, app: &App) -> Result<(Value, Option<Value>), ApiError> {
         let now = Instant::now();
         let published = app.publish(&self.as_publish(), now).await?;
+        if !published.repeated {
+            app.counters().published(herald_core::metrics::PublishSource::Api, self.channels.len() as u64);
+        }
         let serials: Map<String, Value> =
             self.channels.iter().zip(published.serials.iter()).map(|(c, s)| (c.to_string(), (*s).into())).collect();
         Ok((Value::Object(serials), self.attributes(app, now).await?))

@@ -14,5 +14,6 @@ pub mod feeds;
 pub mod history;
 pub mod jobs;
 pub mod users;
+pub mod webhooks;
 
 pub use error::ApiError;

@@ -223,6 +223,7 @@ fn drain_lines(http: &HttpSession) -> (String, Option<CloseCode>) {
     let drained = http.connection.outbox.drain(&mut frames);
     let mut lines = String::new();
     if !frames.is_empty() {
+        http.session.lock().app().counters().deliveries.add(frames.len() as u64);
         let texts: Vec<&str> = frames.iter().filter_map(|f| std::str::from_utf8(f).ok()).collect();
         lines.push('a');
         lines.push_str(&serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into()));

@@ -170,6 +170,7 @@ fn stream(state: AppState, session: Session, mut positions: Positions) -> Respon
         let mut frames = Vec::new();
         loop {
             let drained = connection.outbox.drain(&mut frames);
+            session.app().counters().deliveries.add(frames.len() as u64);
             let text = render(&mut positions, frames.drain(..));
             if !text.is_empty() && lines.send(Ok(Bytes::from(text))).await.is_err() {
                 break;

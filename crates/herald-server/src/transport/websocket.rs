@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
+use herald_core::metrics::CloseReason;
 use herald_core::outbox::Drained;
 use herald_core::{Session, SessionOpenError};
 use herald_protocol::{CloseCode, ErrorCode, server_frame};
@@ -115,11 +116,19 @@ impl<'a> Connection<'a> {
 
     async fn run(mut self) {
         let end = self.serve().await;
+        let counted = match end {
+            End::Gone => CloseReason::Peer,
+            End::Close(code, _) => CloseReason::Code(code),
+        };
+        let app = self.session.app().clone();
         if let End::Close(code, reason) = end {
             // Bounded like every write: a peer that does not read does not get to hold the task.
             let limit = Duration::from_secs(self.state.settings.pong_timeout_secs);
             let _ = tokio::time::timeout(limit, self.socket.send(close_message(code, reason))).await;
         }
+        // Counted once the session is gone, so a counted close has left no subscription behind.
+        drop(self);
+        app.counters().connection_closed(counted);
     }
 
     async fn serve(&mut self) -> End {
@@ -158,12 +167,14 @@ impl<'a> Connection<'a> {
     async fn write_pending(&mut self) -> Option<End> {
         let drained = self.session.connection().outbox.drain(&mut self.batch);
         if !self.batch.is_empty() {
+            let frames = self.batch.len() as u64;
             // A peer that stops reading (or vanished without a FIN) must not hold this task, its
             // presence and its sign-in forever: a write that cannot finish in the pong timeout
             // ends the connection.
             let limit = Duration::from_secs(self.state.settings.pong_timeout_secs);
             match tokio::time::timeout(limit, self.write_batch()).await {
-                Ok(true) => {}
+                // Counted once per flush, on this thread's slot: nothing shared per frame.
+                Ok(true) => self.session.app().counters().deliveries.add(frames),
                 Ok(false) => return Some(End::Gone),
                 Err(_) => {
                     tracing::info!(socket_id = %self.session.connection().socket_id, "write stalled; dropping connection");

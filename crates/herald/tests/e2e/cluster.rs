@@ -54,7 +54,11 @@ async fn wait_up(node: &TestServer) {
 }
 
 /// Runs `check` every 50 ms until it succeeds; panics with its last complaint after `within`.
-async fn eventually<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+pub(crate) async fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
         match check().await {

@@ -73,7 +73,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(extra)
-            .env("HERALD_LOG", "warn")
+            .env("HERALD_LOG", std::env::var("HERALD_E2E_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -137,8 +137,18 @@ impl TestServer {
         self.api("POST", &format!("/apps/{APP_ID}/events"), &[], &body.to_string()).await
     }
 
+    /// A signed API request that may take up to `within` (for servers under deliberate load).
+    pub async fn api_within(&self, method: &str, path: &str, body: &str, within: Duration) -> (u16, String) {
+        let query = signed_query(method, path, &[], body, KEY, SECRET, unix_now());
+        self.http_within(method, &format!("{path}?{query}"), body, within).await
+    }
+
     /// A plain HTTP/1.1 request; returns status and body.
     pub async fn http(&self, method: &str, target: &str, body: &str) -> (u16, String) {
+        self.http_within(method, target, body, TIMEOUT).await
+    }
+
+    async fn http_within(&self, method: &str, target: &str, body: &str, within: Duration) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).await.unwrap();
         let request = format!(
             "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -147,7 +157,7 @@ impl TestServer {
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
-        tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response)).await.unwrap().unwrap();
+        tokio::time::timeout(within, stream.read_to_string(&mut response)).await.unwrap().unwrap();
         let status = response[9..12].parse().unwrap();
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
         (status, decode_chunked(&body))

@@ -1,0 +1,80 @@
+//! What the app reports to its webhook sink: the hub's and sessions' changes, turned into events.
+//!
+//! Each call returns at once when the app has no webhook (an empty cell), so the hot path pays
+//! nothing without webhooks. Users' own streams (`#server-to-user-…`) are not channels to
+//! webhooks. On a replica hub (Redis) the hub does not fill in what these read yet.
+
+use std::sync::Arc;
+
+use super::{WebhookEvent, WebhookEventKind, WebhookSink};
+use crate::app::App;
+use crate::hub::{Joined, Left};
+
+impl App {
+    /// This app's webhook sink, when it has webhooks.
+    pub fn webhook_sink(&self) -> Option<&WebhookSink> {
+        self.webhooks.get()
+    }
+
+    /// Reports what a subscribe changed. Users' own streams (`#…`) are not channels to webhooks.
+    pub(crate) fn webhook_joined(&self, channel: &str, joined: &Joined) {
+        let Some(sink) = self.webhooks.get() else { return };
+        if channel.starts_with('#') {
+            return;
+        }
+        if joined.occupied {
+            sink.emit(WebhookEvent::ChannelOccupied { channel: Arc::from(channel) });
+        }
+        if let Some(user_id) = &joined.member_added {
+            sink.emit(WebhookEvent::MemberAdded { channel: Arc::from(channel), user_id: user_id.clone() });
+        }
+        if joined.cache_miss {
+            sink.emit(WebhookEvent::CacheMiss { channel: Arc::from(channel) });
+        }
+        self.webhook_count(sink, channel);
+    }
+
+    /// Reports the channel's subscription count, when an endpoint asked for it.
+    fn webhook_count(&self, sink: &WebhookSink, channel: &str) {
+        if sink.wants(WebhookEventKind::SubscriptionCount) {
+            let subscription_count = self.hub.counts(channel).map_or(0, |counts| counts.subscription_count);
+            sink.emit(WebhookEvent::SubscriptionCount { channel: Arc::from(channel), subscription_count });
+        }
+    }
+
+    /// Reports what an unsubscribe changed.
+    pub(crate) fn webhook_left(&self, channel: &str, left: &Left) {
+        let Some(sink) = self.webhooks.get() else { return };
+        if channel.starts_with('#') {
+            return;
+        }
+        if let Some(user_id) = &left.member_removed {
+            sink.emit(WebhookEvent::MemberRemoved { channel: Arc::from(channel), user_id: user_id.clone() });
+        }
+        if left.vacated {
+            sink.emit(WebhookEvent::ChannelVacated { channel: Arc::from(channel) });
+        }
+        self.webhook_count(sink, channel);
+    }
+
+    /// Reports a client event that was delivered.
+    pub(crate) fn webhook_client_event(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &str,
+        socket_id: herald_protocol::SocketId,
+        user_id: Option<&Arc<str>>,
+    ) {
+        let Some(sink) = self.webhooks.get().filter(|sink| sink.wants(WebhookEventKind::ClientEvent)) else {
+            return;
+        };
+        sink.emit(WebhookEvent::ClientEvent {
+            channel: Arc::from(channel),
+            event: event.to_owned(),
+            data: data.to_owned(),
+            socket_id: socket_id.to_string(),
+            user_id: user_id.cloned(),
+        });
+    }
+}
