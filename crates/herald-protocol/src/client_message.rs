@@ -260,6 +260,16 @@ mod tests {
     }
 
     #[test]
+    fn client_event_data_is_kept_verbatim() {
+        // JSON's grammar has no number range: data Herald relays is never re-read into f64 (found by
+        // the client_message fuzz target, whose check had used `serde_json::Value`).
+        let data = r#"{"x": [3, 255555554755555e547, -1e-999], "s":"\u00e9"}"#;
+        let frame = format!(r#"{{"event":"client-a","channel":"private-a","data":{data}}}"#);
+        let Ok(ClientMessage::ClientEvent(event)) = ClientMessage::parse(&frame) else { panic!("client event") };
+        assert_eq!(event.data.get(), data);
+    }
+
+    #[test]
     fn bad_frames_have_codes() {
         let code = |t: &str| ClientMessage::parse(t).unwrap_err().code().code();
         assert_eq!(code("not json"), 4303);

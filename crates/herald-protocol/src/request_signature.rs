@@ -83,12 +83,14 @@ impl<'a> SignedRequest<'a> {
             return Err(RequestAuthError::StaleTimestamp);
         }
         let signature = self.param("auth_signature").ok_or(RequestAuthError::MissingParameter("auth_signature"))?;
-        if !self.body.is_empty() {
-            let expected = body_md5(self.body);
-            let given = self.param("body_md5").ok_or(RequestAuthError::MissingParameter("body_md5"))?;
-            if !given.eq_ignore_ascii_case(&expected) {
+        // A signed `body_md5` binds the body even when the body arrives empty: otherwise a captured
+        // request could be replayed with its body stripped and still verify.
+        match self.param("body_md5") {
+            Some(given) if !given.eq_ignore_ascii_case(&body_md5(self.body)) => {
                 return Err(RequestAuthError::BodyDigestMismatch);
             }
+            None if !self.body.is_empty() => return Err(RequestAuthError::MissingParameter("body_md5")),
+            _ => {}
         }
         if secret.verify(self.string_to_sign().as_bytes(), signature) {
             Ok(())
@@ -195,6 +197,7 @@ mod tests {
             Err(RequestAuthError::BadSignature)
         );
         assert_eq!(check(&query(SIG, "x"), BODY, 1353088179), Err(RequestAuthError::InvalidTimestamp));
+        assert_eq!(check(&q, "", 1353088179), Err(RequestAuthError::BodyDigestMismatch), "body stripped");
         let no_sig: Vec<_> = q.iter().filter(|(k, _)| k != "auth_signature").cloned().collect();
         assert_eq!(check(&no_sig, BODY, 1353088179), Err(RequestAuthError::MissingParameter("auth_signature")));
     }
