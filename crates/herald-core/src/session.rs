@@ -150,6 +150,11 @@ impl Session {
         (secs > 0).then(|| self.opened_at + Duration::from_secs(secs))
     }
 
+    /// Channels this connection is subscribed to now (its user stream included).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
     /// Whether the connection has signed in or subscribed to a signed channel.
     pub fn is_authorized(&self) -> bool {
         self.authorized

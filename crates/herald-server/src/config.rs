@@ -50,6 +50,16 @@ pub struct ServerConfig {
     pub shutdown_close_rate: u32,
     /// On SIGTERM, how long to wait for connections to finish before exiting.
     pub shutdown_grace_secs: u64,
+    /// New connections (every transport) this node accepts per second; more are answered 503 with
+    /// `Retry-After`. 0 = no limit.
+    pub max_new_connections_per_sec: u32,
+    /// How many new connections may arrive at once before the per-second rate applies.
+    pub max_new_connections_burst: u32,
+    /// Connections one client address may hold at once; more are answered 429. 0 = no limit.
+    pub max_connections_per_ip: u32,
+    /// A WebSocket connection holding no subscription this long after it opened is closed with
+    /// 4009. 0 = never.
+    pub subscribe_within_secs: u64,
     /// Where state shared between nodes lives: `memory` (this node alone) or `redis`.
     pub engine: EngineKind,
     /// The Redis server of the `redis` engine.
@@ -60,6 +70,12 @@ pub struct ServerConfig {
     pub node_lease_secs: u64,
     /// Serve `GET /metrics` (Prometheus text, counts per app id only) without authentication.
     pub metrics: bool,
+    /// Serve the operator console at `GET /console` (it signs API requests in the browser).
+    pub console: bool,
+    /// PEM certificate chain: with `tls_key`, the listener speaks TLS only (`wss://`, `https://`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Which engine holds the state nodes share.
@@ -88,11 +104,18 @@ impl Default for ServerConfig {
             http_session_timeout_secs: 10,
             shutdown_close_rate: 2000,
             shutdown_grace_secs: 10,
+            max_new_connections_per_sec: 5000,
+            max_new_connections_burst: 5000,
+            max_connections_per_ip: 0,
+            subscribe_within_secs: 0,
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_prefix: "herald".into(),
             node_lease_secs: 10,
             metrics: true,
+            console: true,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -139,6 +162,9 @@ impl Config {
             ("server.shutdown_close_rate", server.shutdown_close_rate as usize),
             ("server.node_lease_secs", server.node_lease_secs as usize),
         ];
+        if server.tls_cert.is_some() != server.tls_key.is_some() {
+            return Err(ConfigError::Conflict("tls_cert and tls_key are given together or not at all"));
+        }
         if server.engine == EngineKind::Redis && server.durable_history {
             return Err(ConfigError::Conflict("durable_history is for the memory engine; Redis keeps history itself"));
         }

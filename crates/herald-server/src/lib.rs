@@ -4,13 +4,16 @@
 //! stop the server when they are done. This is the one crate that knows axum; the domain lives in
 //! `herald-core` and the wire format in `herald-protocol`.
 
+pub mod admission;
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod state;
+pub mod tls;
 pub mod transport;
 pub mod webhooks;
 
@@ -44,6 +47,8 @@ pub enum ServeError {
     State(#[from] herald_sqlite::StateError),
     #[error(transparent)]
     Redis(#[from] herald_redis::RedisEngineError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
 }
@@ -69,6 +74,10 @@ pub async fn run(
     if config.apps.is_empty() {
         return Err(ServeError::NoApps);
     }
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let Shared { engine, jobs: shared_jobs, state: shared_state } = engine(&config.server).await?;
     let registry = match &engine {
         Some(engine) => Registry::with_engine(config.apps, engine.clone())?,
@@ -95,7 +104,7 @@ pub async fn run(
     });
     let app = router::router(state.clone());
     let max_http = state.settings.max_http_connections;
-    listener::serve(listener, app, max_http, state.shutdown.clone(), grace).await;
+    listener::serve(listener, app, max_http, state.shutdown.clone(), grace, tls).await;
     state.tracker.close();
     if tokio::time::timeout(grace, state.tracker.wait()).await.is_err() {
         tracing::warn!(remaining = state.tracker.len(), "shutdown grace period over; exiting with connections open");

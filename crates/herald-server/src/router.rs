@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api(state.clone()))
         .merge(observability(&state))
+        .merge(crate::console::routes(&state))
         .route("/app/{key}", get(websocket::upgrade))
         .route(
             "/pusher/app/{key}/{server}/{session}/{kind}",

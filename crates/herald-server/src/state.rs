@@ -28,12 +28,15 @@ pub struct AppState {
     pub engine: Option<Arc<dyn Engine>>,
     /// HTTP API answers by app and status class, for `/metrics`.
     pub api_requests: Arc<crate::metrics::ApiRequests>,
+    /// Which new connections this node takes (rate, per address), and the refusals counted.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl AppState {
     pub fn new(registry: Arc<Registry>, settings: ServerConfig, engine: Option<Arc<dyn Engine>>) -> Self {
         let close_pacer = Arc::new(ClosePacer::new(settings.shutdown_close_rate));
         let api_requests = Arc::new(crate::metrics::ApiRequests::new(&registry));
+        let admission = Arc::new(crate::admission::Admission::new(&settings, Instant::now()));
         Self {
             registry,
             settings: Arc::new(settings),
@@ -43,6 +46,7 @@ impl AppState {
             http_sessions: Arc::default(),
             engine,
             api_requests,
+            admission,
         }
     }
 
@@ -98,7 +102,7 @@ impl ClosePacer {
 }
 
 /// A well-mixed number from a turn number (splitmix64): jitter that needs no random source.
-fn spread(turn: u64) -> u64 {
+pub(crate) fn spread(turn: u64) -> u64 {
     let mut z = turn.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

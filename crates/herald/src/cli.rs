@@ -331,6 +331,12 @@ pub struct ServeArgs {
     /// Directory for durable state [default: ./herald-data].
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain; with --tls-key the listener serves TLS only (wss://, https://).
+    #[arg(long, env = "HERALD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HERALD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Keep channel history in DATA_DIR/history.sqlite3 so clients resume across restarts.
     #[arg(long, env = "HERALD_DURABLE_HISTORY")]
     pub durable_history: bool,

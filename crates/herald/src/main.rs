@@ -67,7 +67,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = bind_listener(bind).await?;
         let local = listener.local_addr()?;
         tracing::info!(address = %local, apps = config.apps.len(), "Herald listening");
-        println!("listening on http://{local}");
+        let scheme = if config.server.tls_cert.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{local}");
         std::io::stdout().flush()?;
         herald_server::run(config, listener, shutdown_signal()).await?;
         tracing::info!("stopped");
@@ -120,6 +121,12 @@ fn apply_overrides(server: &mut ServerConfig, args: &ServeArgs) {
     }
     if args.durable_history {
         server.durable_history = true;
+    }
+    if let Some(cert) = &args.tls_cert {
+        server.tls_cert = Some(cert.clone());
+    }
+    if let Some(key) = &args.tls_key {
+        server.tls_key = Some(key.clone());
     }
     if let Some(secs) = args.activity_timeout {
         server.activity_timeout_secs = secs;

@@ -75,6 +75,7 @@ pub fn render(state: &AppState) -> String {
     node(&mut page, state);
     gauges(&mut page, state);
     counters(&mut page, state);
+    refused(&mut page, state);
     api_requests(&mut page, state);
     page.finish()
 }
@@ -149,6 +150,18 @@ fn counters(page: &mut Exposition, state: &AppState) {
             };
             family.sample(&[("app", app.id()), ("reason", &label)], count);
         }
+    }
+}
+
+/// Node-wide, by reason only: an address is never a label.
+fn refused(page: &mut Exposition, state: &AppState) {
+    let mut family = page.family(
+        "herald_connections_refused_total",
+        Kind::Counter,
+        "New connections turned away: rate (HTTP 503), per_ip (HTTP 429), app_limit (close 4004).",
+    );
+    for (reason, count) in state.admission.refused() {
+        family.sample(&[("reason", reason.label())], count);
     }
 }
 

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -29,6 +30,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
+use crate::admission::{ClientIp, IpSlot};
 use crate::state::AppState;
 
 /// A long poll with nothing to say answers `h` after this long.
@@ -62,6 +64,8 @@ struct HttpSession {
     generation: AtomicU64,
     receivers: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// This session's place in its address's count, given back when the session is dropped.
+    _slot: Option<IpSlot>,
 }
 
 /// The kind of request in the URL's last segment.
@@ -109,6 +113,7 @@ pub async fn handle(
     State(state): State<AppState>,
     Path((key, server, session, kind)): Path<(String, String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -124,7 +129,7 @@ pub async fn handle(
     let id = format!("{server}/{session}");
     let response = match kind {
         Kind::Send => send(&state, &key, &id, &body),
-        Kind::Streaming | Kind::Polling => receive(&state, &key, &id, kind, query.get("protocol")).await,
+        Kind::Streaming | Kind::Polling => receive(&state, &key, &id, kind, query.get("protocol"), ip).await,
     };
     super::with_cors(response, &headers)
 }
@@ -163,13 +168,26 @@ fn send(state: &AppState, key: &str, id: &str, body: &[u8]) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn receive(state: &AppState, key: &str, id: &str, kind: Kind, protocol: Option<&String>) -> Response {
+async fn receive(
+    state: &AppState,
+    key: &str,
+    id: &str,
+    kind: Kind,
+    protocol: Option<&String>,
+    ip: Option<IpAddr>,
+) -> Response {
     let http = match state.http_sessions.get(key, id) {
         Some(http) => http,
-        None => match open(state, key, id, protocol.map(String::as_str)) {
-            Ok(http) => http,
-            Err(code) => return text_response(close_line(code.code(), code.reason())),
-        },
+        None => {
+            let slot = match state.admission.admit(ip, Instant::now()) {
+                Ok(slot) => slot,
+                Err(refusal) => return refusal.into_response(),
+            };
+            match open(state, key, id, protocol.map(String::as_str), slot) {
+                Ok(http) => http,
+                Err(code) => return text_response(close_line(code.code(), code.reason())),
+            }
+        }
     };
     let generation = http.generation.fetch_add(1, Ordering::AcqRel) + 1;
     http.connection.outbox.wake();
@@ -185,7 +203,13 @@ async fn receive(state: &AppState, key: &str, id: &str, kind: Kind, protocol: Op
     }
 }
 
-fn open(state: &AppState, key: &str, id: &str, protocol: Option<&str>) -> Result<Arc<HttpSession>, CloseCode> {
+fn open(
+    state: &AppState,
+    key: &str,
+    id: &str,
+    protocol: Option<&str>,
+    slot: Option<IpSlot>,
+) -> Result<Arc<HttpSession>, CloseCode> {
     let session = super::websocket::open_session(state, key, protocol)?;
     let connection = session.connection().clone();
     let http = Arc::new(HttpSession {
@@ -195,6 +219,7 @@ fn open(state: &AppState, key: &str, id: &str, protocol: Option<&str>) -> Result
         generation: AtomicU64::new(0),
         receivers: AtomicUsize::new(0),
         idle_since: Mutex::new(Instant::now()),
+        _slot: slot,
     });
     state.http_sessions.sessions.lock().insert((key.to_owned(), id.to_owned()), http.clone());
     Ok(http)

@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
+use crate::admission::{ClientIp, IpSlot, RefusedReason};
 use crate::state::AppState;
 
 /// A stream with nothing to say sends a comment this often, so proxies keep it open.
@@ -47,10 +48,15 @@ pub async fn handle(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(query): Query<SseQuery>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
+    let slot = match state.admission.admit(ip, Instant::now()) {
+        Ok(slot) => slot,
+        Err(refusal) => return super::with_cors(refusal.into_response(), &headers),
+    };
     let response = match open(&state, &key, &query, &headers) {
-        Ok((session, positions)) => stream(state, session, positions),
+        Ok((session, positions)) => stream(state, session, positions, slot),
         Err((status, message)) => (status, format!("{message}\n")).into_response(),
     };
     super::with_cors(response, &headers)
@@ -78,7 +84,10 @@ fn open(state: &AppState, key: &str, query: &SseQuery, headers: &HeaderMap) -> R
     let mut session = Session::open(app, settings.max_queued_bytes, settings.activity_timeout_secs, Instant::now())
         .map_err(|e| match e {
             SessionOpenError::AppDisabled => (StatusCode::FORBIDDEN, "app disabled".to_owned()),
-            SessionOpenError::OverQuota => (StatusCode::TOO_MANY_REQUESTS, "app over connection quota".to_owned()),
+            SessionOpenError::OverQuota => {
+                state.admission.count(RefusedReason::AppLimit);
+                (StatusCode::TOO_MANY_REQUESTS, "app over connection quota".to_owned())
+            }
         })?;
     let last_event_id = headers
         .get("last-event-id")
@@ -163,7 +172,7 @@ impl Positions {
     }
 }
 
-fn stream(state: AppState, session: Session, mut positions: Positions) -> Response {
+fn stream(state: AppState, session: Session, mut positions: Positions, slot: Option<IpSlot>) -> Response {
     let (lines, receiver) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let connection = session.connection().clone();
@@ -189,7 +198,7 @@ fn stream(state: AppState, session: Session, mut positions: Positions) -> Respon
                 () = lines.closed() => break,
             }
         }
-        drop(session);
+        drop((session, slot));
     });
     let body = super::channel_body(receiver);
     let headers = [

@@ -5,13 +5,14 @@
 //! deadline, shutdown). Queued frames are written with `feed` and flushed once per wakeup, so a burst
 //! costs one write. Send and flush futures never sit in a `select!` arm; only `recv` (cancel-safe)
 //! does. Refusals that happen after the upgrade (unknown key, disabled app, quota) are sent as a
-//! `pusher:error` and a close code, since browsers cannot read an HTTP status on a failed upgrade.
+//! `pusher:error` and a close code, since browsers cannot read an HTTP status on a failed upgrade;
+//! node-wide admission (rate, per address: [`crate::admission`]) answers before it, with HTTP.
 
 use std::collections::HashMap;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_core::metrics::CloseReason;
@@ -20,6 +21,7 @@ use herald_core::{Session, SessionOpenError};
 use herald_protocol::{CloseCode, ErrorCode, server_frame};
 use tokio::time::{Duration, Instant, sleep_until};
 
+use crate::admission::{ClientIp, RefusedReason};
 use crate::state::AppState;
 
 /// Protocol versions whose frames Herald speaks.
@@ -27,14 +29,21 @@ const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 /// Read buffer per socket: small, because most connections are idle (CRATES.md, measured).
 const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 8192;
+/// The `pusher:error` 4009 message for a connection holding no subscription by `subscribe_within_secs`.
+const NO_SUBSCRIPTION: &str = "no subscription in time";
 
 /// `GET /app/{key}`: upgrades, then runs the connection until it ends.
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let slot = match state.admission.admit(ip, Instant::now()) {
+        Ok(slot) => slot,
+        Err(refusal) => return refusal.into_response(),
+    };
     let max_message = state.max_ws_message_bytes();
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -42,7 +51,10 @@ pub async fn upgrade(
         .max_write_buffer_size(state.settings.max_queued_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| accept(state, socket, key, query))
+        .on_upgrade(move |socket| async move {
+            accept(state, socket, key, query).await;
+            drop(slot);
+        })
 }
 
 async fn accept(state: AppState, mut socket: WebSocket, key: String, query: HashMap<String, String>) {
@@ -65,8 +77,12 @@ pub(crate) fn open_session(state: &AppState, key: &str, protocol: Option<&str>) 
         return Err(CloseCode::AppNotFound);
     };
     let settings = &state.settings;
-    Session::open(app, settings.max_queued_bytes, settings.activity_timeout_secs, Instant::now())
-        .map_err(SessionOpenError::close_code)
+    Session::open(app, settings.max_queued_bytes, settings.activity_timeout_secs, Instant::now()).map_err(|error| {
+        if error == SessionOpenError::OverQuota {
+            state.admission.count(RefusedReason::AppLimit);
+        }
+        error.close_code()
+    })
 }
 
 /// Missing `protocol` is treated as 7, as Pusher-compatible servers do.
@@ -106,12 +122,16 @@ struct Connection<'a> {
     batch: Vec<Bytes>,
     last_seen: Instant,
     ping_sent: Option<Instant>,
+    /// Until checked: when the connection must hold a subscription (`subscribe_within_secs`).
+    subscribe_by: Option<Instant>,
 }
 
 impl<'a> Connection<'a> {
     fn new(socket: WebSocket, session: Session, state: &'a AppState) -> Self {
         let now = Instant::now();
-        Self { socket, session, state, batch: Vec::new(), last_seen: now, ping_sent: None }
+        let within = state.settings.subscribe_within_secs;
+        let subscribe_by = (within > 0).then(|| now + Duration::from_secs(within));
+        Self { socket, session, state, batch: Vec::new(), last_seen: now, ping_sent: None, subscribe_by }
     }
 
     async fn run(mut self) {
@@ -239,21 +259,38 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
+    /// When to ping, or (a ping sent) when to give up on the pong.
+    fn liveness_deadline(&self) -> Instant {
         let settings = &self.state.settings;
-        let liveness = match self.ping_sent {
+        match self.ping_sent {
             Some(sent) => sent + Duration::from_secs(settings.pong_timeout_secs),
             None => self.last_seen + Duration::from_secs(settings.activity_timeout_secs),
-        };
-        match self.session.auth_deadline().filter(|_| !self.session.is_authorized()) {
-            Some(auth) => auth.min(liveness),
-            None => liveness,
         }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let liveness = self.liveness_deadline();
+        let auth = self.session.auth_deadline().filter(|_| !self.session.is_authorized());
+        [auth, self.subscribe_by].into_iter().flatten().fold(liveness, Instant::min)
     }
 
     fn on_deadline(&mut self) -> Option<End> {
         let now = Instant::now();
         if self.session.enforce_auth_deadline(now) {
+            return None;
+        }
+        if let Some(by) = self.subscribe_by.filter(|by| *by <= now) {
+            self.subscribe_by = None;
+            if self.session.subscription_count() == 0 {
+                tracing::debug!(socket_id = %self.session.connection().socket_id, late_by = ?now - by, "no subscription in time");
+                // Like the authorization deadline: `pusher:error` 4009, then the close, in order.
+                let outbox = &self.session.connection().outbox;
+                outbox.push(server_frame::error(CloseCode::Unauthorized.code(), NO_SUBSCRIPTION));
+                outbox.close(CloseCode::Unauthorized);
+                return None;
+            }
+        }
+        if now < self.liveness_deadline() {
             return None;
         }
         match self.ping_sent {

@@ -51,7 +51,8 @@ async fn sigterm_with_5000_clients_hands_them_all_to_the_other_node_without_a_lo
     let redis = RedisServer::start().await;
     let prefix = format!("herald-e2e-drain-{}", std::process::id());
     let config = format!(
-        "{}\n[server]\nshutdown_grace_secs = {GRACE_SECS}\nshutdown_close_rate = {CLOSE_RATE}\n",
+        "{}\n[server]\nshutdown_grace_secs = {GRACE_SECS}\nshutdown_close_rate = {CLOSE_RATE}\n\
+         max_connections_per_ip = 0\nmax_new_connections_per_sec = 0\n",
         default_config()
     );
     let url = redis.url();

@@ -83,7 +83,8 @@ impl TestServer {
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(Duration::from_secs(20), async {
             while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
+                let address = line.strip_prefix("listening on http://");
+                if let Some(addr) = address.or_else(|| line.strip_prefix("listening on https://")) {
                     return addr.to_owned();
                 }
             }
@@ -103,6 +104,21 @@ impl TestServer {
         let established = client.expect_event("pusher:connection_established").await;
         let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
         client.socket_id = data["socket_id"].as_str().unwrap().to_owned();
+        client
+    }
+
+    /// A connected client whose TCP socket is bound to `source` (another loopback address, such as
+    /// 127.0.0.2, is another client address to the server).
+    pub async fn client_from(&self, source: std::net::IpAddr) -> TestClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+        let stream = socket.connect(self.addr.parse().unwrap()).await.unwrap();
+        let url = format!("ws://{}/app/{KEY}?protocol=7", self.addr);
+        let (ws, _) =
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.expect("websocket connect");
+        let mut client = TestClient { ws, socket_id: String::new() };
+        let established = client.expect_event("pusher:connection_established").await;
+        client.socket_id = data_of(&established)["socket_id"].as_str().unwrap().to_owned();
         client
     }
 
@@ -141,6 +157,18 @@ impl TestServer {
     pub async fn api_within(&self, method: &str, path: &str, body: &str, within: Duration) -> (u16, String) {
         let query = signed_query(method, path, &[], body, KEY, SECRET, unix_now());
         self.http_within(method, &format!("{path}?{query}"), body, within).await
+    }
+
+    /// A plain HTTP/1.1 GET; returns status, the response head (status line and headers, as sent)
+    /// and body.
+    pub async fn get_with_head(&self, target: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(&self.addr).await.unwrap();
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response)).await.unwrap().unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        (response[9..12].parse().unwrap(), head.to_owned(), decode_chunked(body))
     }
 
     /// A plain HTTP/1.1 request; returns status and body.
