@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub metrics: bool,
     /// Serve the operator console at `GET /console` (it signs API requests in the browser).
     pub console: bool,
+    /// Browser origins (e.g. `https://admin.example.com`, or `*`) whose pages may read the signed
+    /// HTTP API's answers. Empty: none (the API is for backends).
+    pub cors_allowed_origins: Vec<String>,
     /// PEM certificate chain: with `tls_key`, the listener speaks TLS only (`wss://`, `https://`).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             node_lease_secs: 10,
             metrics: true,
             console: true,
+            cors_allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
         }

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod api;
 pub mod config;
 pub mod console;
+pub mod cors;
 pub mod health;
 pub mod listener;
 pub mod metrics;

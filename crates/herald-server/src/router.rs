@@ -81,7 +81,8 @@ fn api(state: AppState) -> Router<AppState> {
         .route("/apps/{app_id}/webhooks/dead_letters", get(webhooks::dead_letters))
         .route("/apps/{app_id}/webhooks/dead_letters/replay", post(webhooks::replay))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
-        .route_layer(axum::middleware::from_fn_with_state(state, metrics::count_api_requests))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_api_requests))
+        .route_layer(axum::middleware::from_fn_with_state(state, crate::cors::api_cors))
 }
 
 /// Liveness, readiness and (unless `[server] metrics = false`) `/metrics`: no signature, no secret.

@@ -8,6 +8,7 @@ mod channels;
 mod cli;
 mod cluster;
 mod console;
+mod cors;
 mod cursors;
 mod drain;
 mod engines;

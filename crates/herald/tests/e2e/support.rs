@@ -162,8 +162,19 @@ impl TestServer {
     /// A plain HTTP/1.1 GET; returns status, the response head (status line and headers, as sent)
     /// and body.
     pub async fn get_with_head(&self, target: &str) -> (u16, String, String) {
+        self.request_with_head("GET", target, &[]).await
+    }
+
+    /// A bodyless request with extra headers; returns status, the response head and the body.
+    pub async fn request_with_head(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String) {
         let mut stream = TcpStream::connect(&self.addr).await.unwrap();
-        let request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+        let request = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\n{extra}Connection: close\r\n\r\n", self.addr);
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response)).await.unwrap().unwrap();
