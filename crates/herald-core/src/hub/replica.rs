@@ -193,6 +193,16 @@ impl Hub {
             syncing.pending.push(OwnedJoin::new(connection, join));
             return Ok(Joined::default());
         }
+        if state.is_behind(join.resume) {
+            // The joiner saw serials this mirror has not applied yet (it comes from a node that is
+            // further along, as when a draining node hands its clients over): it waits for a fresh
+            // snapshot, which the engine guarantees is at least as far along, instead of being
+            // told that its position is unknown.
+            let pending = vec![OwnedJoin::new(connection, join)];
+            state.syncing = Some(Box::new(Syncing { pending, buffered: Vec::new() }));
+            self.listen(channel.as_str());
+            return Ok(Joined::default());
+        }
         self.join_live(state, channel, connection, join, now)
     }
 
@@ -411,6 +421,11 @@ fn is_cache(channel: &str) -> bool {
 }
 
 impl Channel {
+    /// Whether a resume in this mirror's epoch is past its head: the mirror lags the engine.
+    fn is_behind(&self, resume: Option<&herald_protocol::Resume>) -> bool {
+        resume.is_some_and(|resume| *resume.epoch == *self.epoch && resume.serial > self.head)
+    }
+
     fn add_member(&mut self, channel: &str, member: &MemberJoin, exclude: Option<SocketId>) {
         if self.roster.join(member, usize::MAX) == Ok(true) {
             let info = self.roster.user_info(&member.user_id);
