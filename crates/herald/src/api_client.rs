@@ -1,11 +1,11 @@
-//! A minimal client for Herald's signed HTTP API, for the CLI (`publish`, `jobs`).
+//! A minimal client for Herald's signed HTTP API, for the CLI (`publish`, `jobs`, `webhooks`).
 //!
 //! It signs exactly as the Pusher SDKs do (reusing `herald-protocol`) and speaks plain HTTP/1.1 to
 //! an `http://` URL; for TLS or anything fancier, use an SDK.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use herald_protocol::Secret;
 use herald_protocol::request_signature::sign;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,4 +66,18 @@ fn dechunk(body: &str) -> String {
         out.push_str(chunk);
         rest = after[size..].trim_start_matches("\r\n");
     }
+}
+
+/// Prints an answer for a person (JSON pretty-printed, anything else as it came) and fails on a
+/// status outside 2xx, so scripts can test the exit code.
+pub fn print_answer(status: u16, body: &str) -> anyhow::Result<()> {
+    let pretty = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| body.trim_end().to_owned());
+    println!("{pretty}");
+    if !(200..300).contains(&status) {
+        bail!("server answered HTTP {status}");
+    }
+    Ok(())
 }

@@ -1,24 +1,15 @@
 //! `herald jobs`: submit, list, inspect and requeue jobs through the signed HTTP API.
 
-use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, print_answer};
 use crate::cli::{JobsArgs, JobsCommand};
 
 pub fn jobs(args: JobsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = ApiClient::new(&args.url, &args.app_id, &args.key, &args.secret)?;
     let (status, body) = runtime.block_on(run(&client, args.command))?;
-    let pretty = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| body.trim_end().to_owned());
-    println!("{pretty}");
-    if !(200..300).contains(&status) {
-        bail!("server answered HTTP {status}");
-    }
-    Ok(())
+    print_answer(status, &body)
 }
 
 async fn run(client: &ApiClient, command: JobsCommand) -> anyhow::Result<(u16, String)> {

@@ -1,25 +1,16 @@
 //! `herald webhooks dead-letters list|replay`: through the signed HTTP API, so it works against a
 //! running server without touching its files.
 
-use anyhow::bail;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::api_client::ApiClient;
+use crate::api_client::{ApiClient, print_answer};
 use crate::cli::{DeadLettersCommand, WebhooksArgs, WebhooksCommand};
 
 pub fn webhooks(args: WebhooksArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let client = ApiClient::new(&args.url, &args.app_id, &args.key, &args.secret)?;
     let (status, body) = runtime.block_on(run(&client, args.command))?;
-    let pretty = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| body.trim_end().to_owned());
-    println!("{pretty}");
-    if !(200..300).contains(&status) {
-        bail!("server answered HTTP {status}");
-    }
-    Ok(())
+    print_answer(status, &body)
 }
 
 async fn run(client: &ApiClient, command: WebhooksCommand) -> anyhow::Result<(u16, String)> {
