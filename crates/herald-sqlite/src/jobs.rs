@@ -6,15 +6,13 @@
 //! (app, queue, state, priority, run_at), expired leases through one on (state, lease_until).
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use herald_core::jobs::{Job, JobError, JobFuture, JobState, JobStore, NewJob, Outcome, QueueCounts, backoff_ms};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
 
 use crate::OpenError;
+use crate::transactor::Transactor;
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -36,13 +34,10 @@ const SCHEMA: &str = "
 const COLUMNS: &str = "id, queue, state, priority, payload, user_id, attempts, max_attempts, run_at, lease, \
                        lease_until, progress, result, error, created_at, updated_at, version, app, backoff_ms";
 
-type Call = Box<dyn FnOnce(&mut Connection) + Send>;
-
 /// Jobs in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteJobs {
-    calls: mpsc::Sender<Call>,
-    thread: Option<JoinHandle<()>>,
+    store: Transactor,
 }
 
 fn raw(text: String) -> Box<RawValue> {
@@ -101,20 +96,7 @@ fn lease_token() -> String {
 
 impl SqliteJobs {
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let error = |source| OpenError { path: path.display().to_string(), source };
-        let conn = Connection::open(path).map_err(error)?;
-        conn.execute_batch(SCHEMA).map_err(error)?;
-        let (calls, receiver) = mpsc::channel::<Call>();
-        let thread = std::thread::Builder::new()
-            .name("herald-jobs".into())
-            .spawn(move || {
-                let mut conn = conn;
-                while let Ok(call) = receiver.recv() {
-                    call(&mut conn);
-                }
-            })
-            .map_err(|e| error(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        Ok(Self { calls, thread: Some(thread) })
+        Ok(Self { store: Transactor::open(path, SCHEMA, "herald-jobs")? })
     }
 
     /// Runs `op` in one immediate transaction on the store's thread.
@@ -122,31 +104,7 @@ impl SqliteJobs {
         &self,
         op: impl FnOnce(&Connection) -> Result<T, JobError> + Send + 'static,
     ) -> JobFuture<'_, T> {
-        let (reply, answer) = oneshot::channel();
-        let call: Call = Box::new(move |conn: &mut Connection| {
-            let result =
-                conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable).and_then(|tx| {
-                    let value = op(&tx)?;
-                    tx.commit().map_err(unavailable)?;
-                    Ok(value)
-                });
-            let _ = reply.send(result);
-        });
-        let sent = self.calls.send(call);
-        Box::pin(async move {
-            sent.map_err(|_| JobError::Unavailable("job store stopped".into()))?;
-            answer.await.map_err(|_| JobError::Unavailable("job store stopped".into()))?
-        })
-    }
-}
-
-impl Drop for SqliteJobs {
-    fn drop(&mut self) {
-        let (calls, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.calls, calls));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        Box::pin(self.store.call(op, JobError::Unavailable))
     }
 }
 

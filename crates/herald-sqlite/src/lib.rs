@@ -13,6 +13,7 @@
 
 mod jobs;
 mod state;
+mod transactor;
 mod webhooks;
 
 pub use jobs::SqliteJobs;

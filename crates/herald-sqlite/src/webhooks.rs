@@ -9,14 +9,12 @@
 //! `synchronous=NORMAL`: a killed process loses nothing committed.
 
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use herald_core::webhooks::{DeadLetter, OutboxError, OutboxFuture, Queued, Replay, WebhookOutbox};
-use rusqlite::{Connection, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use rusqlite::{Connection, params};
 
 use crate::OpenError;
+use crate::transactor::Transactor;
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -31,13 +29,10 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS dead_letters_app ON dead_letters (app, id);
 ";
 
-type Call = Box<dyn FnOnce(&mut Connection) + Send>;
-
 /// Webhook events waiting for delivery, and dead letters, in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteWebhooks {
-    calls: mpsc::Sender<Call>,
-    thread: Option<JoinHandle<()>>,
+    store: Transactor,
 }
 
 fn unavailable(error: rusqlite::Error) -> OutboxError {
@@ -46,20 +41,7 @@ fn unavailable(error: rusqlite::Error) -> OutboxError {
 
 impl SqliteWebhooks {
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let error = |source| OpenError { path: path.display().to_string(), source };
-        let conn = Connection::open(path).map_err(error)?;
-        conn.execute_batch(SCHEMA).map_err(error)?;
-        let (calls, receiver) = mpsc::channel::<Call>();
-        let thread = std::thread::Builder::new()
-            .name("herald-webhooks".into())
-            .spawn(move || {
-                let mut conn = conn;
-                while let Ok(call) = receiver.recv() {
-                    call(&mut conn);
-                }
-            })
-            .map_err(|e| error(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        Ok(Self { calls, thread: Some(thread) })
+        Ok(Self { store: Transactor::open(path, SCHEMA, "herald-webhooks")? })
     }
 
     /// Runs `op` in one immediate transaction on the store's thread.
@@ -67,32 +49,7 @@ impl SqliteWebhooks {
         &self,
         op: impl FnOnce(&Connection) -> Result<T, OutboxError> + Send + 'static,
     ) -> OutboxFuture<'_, T> {
-        let (reply, answer) = oneshot::channel();
-        let call: Call = Box::new(move |conn: &mut Connection| {
-            let result =
-                conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable).and_then(|tx| {
-                    let value = op(&tx)?;
-                    tx.commit().map_err(unavailable)?;
-                    Ok(value)
-                });
-            let _ = reply.send(result);
-        });
-        let sent = self.calls.send(call);
-        let stopped = || OutboxError::Unavailable("webhook store stopped".into());
-        Box::pin(async move {
-            sent.map_err(|_| stopped())?;
-            answer.await.map_err(|_| stopped())?
-        })
-    }
-}
-
-impl Drop for SqliteWebhooks {
-    fn drop(&mut self) {
-        let (calls, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.calls, calls));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        Box::pin(self.store.call(op, OutboxError::Unavailable))
     }
 }
 

@@ -19,6 +19,10 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    pub fn from_args(args: &crate::cli::ApiArgs) -> anyhow::Result<Self> {
+        Self::new(&args.url, &args.app_id, &args.key, &args.secret)
+    }
+
     pub fn new(url: &str, app_id: &str, key: &str, secret: &str) -> anyhow::Result<Self> {
         let host = url.strip_prefix("http://").context("--url must start with http://")?.trim_end_matches('/');
         Ok(Self { host: host.to_owned(), app_id: app_id.to_owned(), key: key.to_owned(), secret: Secret::new(secret) })

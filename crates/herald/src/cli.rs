@@ -44,10 +44,9 @@ pub enum Command {
     Webhooks(WebhooksArgs),
 }
 
+/// Where the signed HTTP API is and whose credentials sign (defaults: the development app).
 #[derive(Debug, Args)]
-pub struct WebhooksArgs {
-    #[command(subcommand)]
-    pub command: WebhooksCommand,
+pub struct ApiArgs {
     /// Herald's base URL (http only).
     #[arg(long, global = true, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
     pub url: String,
@@ -63,6 +62,14 @@ pub struct WebhooksArgs {
         hide_default_value = true
     )]
     pub secret: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub command: WebhooksCommand,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -94,21 +101,8 @@ pub enum DeadLettersCommand {
 pub struct JobsArgs {
     #[command(subcommand)]
     pub command: JobsCommand,
-    /// Herald's base URL (http only).
-    #[arg(long, global = true, env = "HERALD_URL", default_value = "http://127.0.0.1:6001")]
-    pub url: String,
-    #[arg(long, global = true, env = "HERALD_APP_ID", default_value = "1")]
-    pub app_id: String,
-    #[arg(long, global = true, env = "HERALD_APP_KEY", default_value = "herald-dev-key")]
-    pub key: String,
-    #[arg(
-        long,
-        global = true,
-        env = "HERALD_APP_SECRET",
-        default_value = "herald-dev-secret",
-        hide_default_value = true
-    )]
-    pub secret: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -7,7 +7,7 @@ use crate::cli::{JobsArgs, JobsCommand};
 
 pub fn jobs(args: JobsArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let client = ApiClient::new(&args.url, &args.app_id, &args.key, &args.secret)?;
+    let client = ApiClient::from_args(&args.api)?;
     let (status, body) = runtime.block_on(run(&client, args.command))?;
     print_answer(status, &body)
 }
