@@ -1,18 +1,12 @@
 // The Herald JS client against the real binary: resume after a drop, resync when the server cannot
 // replay, refusal codes, action-id de-duplication, and jittered reconnects after a restart.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { heraldServers } from '../test-support.mjs';
 import { Herald, backoffDelay } from '../src/index.js';
-import { startHerald, uniq, channelAuth } from '../../../tests/node/harness.mjs';
+import { uniq, channelAuth } from '../../../tests/node/harness.mjs';
 
-const servers = [];
-after(async () => { for (const s of servers) await s.stop(); });
-
-async function server(opts) {
-  const h = await startHerald(opts);
-  servers.push(h);
-  return h;
-}
+const server = heraldServers();
 
 function client(h, options = {}) {
   return new Herald(h.app.key, {
@@ -128,7 +122,6 @@ test('1,000 clients reconnecting after a restart spread over time', { timeout: 9
   const restartedAt = Date.now();
   for (const c of clients) c.bind('connected', () => arrivals.push(Date.now() - restartedAt));
   await first.stop();
-  servers.splice(servers.indexOf(first), 1);
   await server({ args: ['--bind', `127.0.0.1:${port}`] });
   const deadline = Date.now() + 60000;
   while (arrivals.length < 1000 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

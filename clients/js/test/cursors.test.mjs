@@ -1,19 +1,13 @@
 // Read cursors and unread counts through the Herald JS client against the real binary: the count a
 // signed-in subscribe brings, a mark in one tab reaching every tab of the same user (and no other
 // user), marks made offline, the user stream's resume, and marks made by the backend over HTTP.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { heraldServers, gatedWebSocket } from '../test-support.mjs';
 import { Herald } from '../src/index.js';
-import { startHerald, uniq, waitFor, collect } from '../../../tests/node/harness.mjs';
+import { uniq, waitFor, collect } from '../../../tests/node/harness.mjs';
 
-const servers = [];
-after(async () => { for (const s of servers) await s.stop(); });
-
-async function server(opts) {
-  const h = await startHerald(opts);
-  servers.push(h);
-  return h;
-}
+const server = heraldServers();
 
 /** A client that signs in as `user` when asked to. */
 function client(h, user, options = {}) {
@@ -154,15 +148,7 @@ test('a tab that was offline gets the marks made meanwhile and sends its own onc
   const room = uniq('room');
   const [, s2, s3] = await publish(h, room, 4);
   const eve = uniq('eve');
-  const RealWebSocket = globalThis.WebSocket;
-  const network = { down: false };
-  /** The offline tab's network: while down, every connection attempt fails. */
-  function GatedWebSocket(url) {
-    if (!network.down) return new RealWebSocket(url);
-    const dead = { close() {}, send() {} };
-    setTimeout(() => dead.onclose?.({ code: 1006 }), 5);
-    return dead;
-  }
+  const { network, WebSocket: GatedWebSocket } = gatedWebSocket();
   const online = await tab(h, eve, room);
   const offline = await tab(h, eve, room, { WebSocket: GatedWebSocket, transports: ['ws'], backoff: { base: 50, cap: 200 } });
   const resumes = collect(offline.herald.user, 'subscribed');

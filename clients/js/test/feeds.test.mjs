@@ -3,19 +3,13 @@
 // racing with the subscribe, changes held back before the snapshot, a lost event (gap), a stale
 // snapshot, and a reconnect. Frames are held back, dropped or added at the client's frame entry
 // point (`onFrame`), so each rule is exercised on purpose rather than by luck.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { heraldServers, gatedWebSocket } from '../test-support.mjs';
 import { Herald } from '../src/index.js';
-import { startHerald, uniq, channelAuth, waitFor, collect, withTimeout } from '../../../tests/node/harness.mjs';
+import { uniq, channelAuth, waitFor, collect, withTimeout } from '../../../tests/node/harness.mjs';
 
-const servers = [];
-after(async () => { for (const s of servers) await s.stop(); });
-
-async function server(opts) {
-  const h = await startHerald(opts);
-  servers.push(h);
-  return h;
-}
+const server = heraldServers();
 
 function client(h, options = {}) {
   return new Herald(h.app.key, {
@@ -249,15 +243,7 @@ test('after a reconnect the feed subscribes with a snapshot again and catches up
   const name = uniq('feed-reconnect');
   const backend = h.feedBackend(name);
   for (const id of ['a', 'b', 'c']) await backend.publish(id, { id });
-  const RealWebSocket = globalThis.WebSocket;
-  const network = { down: false };
-  /** The client's network: while down, every connection attempt fails. */
-  function GatedWebSocket(url) {
-    if (!network.down) return new RealWebSocket(url);
-    const dead = { close() {}, send() {} };
-    setTimeout(() => dead.onclose?.({ code: 1006 }), 5);
-    return dead;
-  }
+  const { network, WebSocket: GatedWebSocket } = gatedWebSocket();
   const herald = client(h, { WebSocket: GatedWebSocket, transports: ['ws'], backoff: { base: 50, cap: 200 } }).connect();
   const sent = recordSends(herald);
   const feed = herald.feed(name);

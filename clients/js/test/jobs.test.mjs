@@ -1,10 +1,11 @@
 // Durable jobs through the Herald JS client against the real binary: submit as the signed-in user,
 // updates on the user stream while a worker (signed HTTP from here) claims, reports and finishes,
 // schema rejections, updates missed while offline arriving after the resume, and getJob.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Herald } from '../src/index.js';
-import { startHerald, uniq } from '../../../tests/node/harness.mjs';
+import { uniq } from '../../../tests/node/harness.mjs';
+import { heraldServers } from '../test-support.mjs';
 
 const SCHEMA = {
   type: 'object',
@@ -25,14 +26,7 @@ const APP = {
   }],
 };
 
-const servers = [];
-after(async () => { for (const s of servers) await s.stop(); });
-
-async function server(app = {}) {
-  const h = await startHerald({ apps: [{ ...APP, ...app }] });
-  servers.push(h);
-  return h;
-}
+const server = heraldServers((app = {}) => ({ apps: [{ ...APP, ...app }] }));
 
 /** A client that signs in as `user` when asked to. */
 function client(h, user, options = {}) {
