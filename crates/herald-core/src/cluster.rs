@@ -87,7 +87,9 @@ impl App {
             let users: Vec<String> = snapshot.members.into_iter().map(|(id, _)| id).collect();
             return self.users.replace_online(&users);
         }
-        let Installed { joined, count } = self.hub.install(channel, snapshot, Instant::now());
+        let installed = self.hub.install(channel, snapshot, Instant::now());
+        self.webhook_installed(channel, &installed);
+        let Installed { joined, count, .. } = installed;
         for (member, socket_id) in joined {
             let info = member.user_info.as_deref().map(|i| i.get());
             engine.presence_join(self.id(), channel, &member.user_id, info, socket_id);
@@ -113,6 +115,12 @@ impl Node for Registry {
         if let Some(app) = self.by_id(app) {
             let closed = app.users.terminate(user_id);
             tracing::info!(app = %app.id(), closed, "terminated a user's connections on this node");
+        }
+    }
+
+    fn withdrawn(&self, app: &str, channel: &str, user_id: Option<&str>) {
+        if let Some(app) = self.by_id(app) {
+            app.webhook_withdrawn(channel, user_id);
         }
     }
 }

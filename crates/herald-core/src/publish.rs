@@ -193,19 +193,19 @@ impl App {
         channel: &str,
         message: Message,
         key: Option<&str>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let window_ms = self.config.idempotency_window_secs * 1000;
         let key = key.filter(|_| window_ms > 0);
         if let (Some(key), Some(engine)) = (key, &self.engine)
             && engine.reserve_key(self.id(), key, channel, window_ms).await? != Reservation::Fresh
         {
-            return Ok(());
+            return Ok(false);
         }
         match self.publish_message(channel, message).await {
             Ok(serial) => {
                 self.counters().published(PublishSource::Client, 1);
                 self.settle_key(key, channel, Some(&[serial])).await;
-                Ok(())
+                Ok(true)
             }
             Err(error) => {
                 self.settle_key(key, channel, None).await;

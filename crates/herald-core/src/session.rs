@@ -28,6 +28,7 @@ use crate::jobs::service::SubmitJob;
 use crate::metrics::PublishSource;
 use crate::presence::MemberJoin;
 use crate::rate_limit::TokenBucket;
+use crate::webhooks::WebhookEventKind;
 
 /// Room for the envelope around the largest allowed event data.
 const ENVELOPE_ALLOWANCE: usize = 2048;
@@ -537,9 +538,17 @@ fn spawn_publisher(app: Arc<App>, socket_id: herald_protocol::SocketId) -> mpsc:
     let (sender, mut queue) = mpsc::unbounded_channel::<ClientPublish>();
     tokio::spawn(async move {
         while let Some(publish) = queue.recv().await {
-            let published = app.publish_client_event(&publish.channel, publish.message, publish.key.as_deref()).await;
-            if let Err(error) = published {
-                tracing::warn!(app = %app.id(), %socket_id, "client event not published: {error}");
+            let wanted = app.webhook_sink().is_some_and(|sink| sink.wants(WebhookEventKind::ClientEvent));
+            let hook = wanted.then(|| (publish.message.event.clone(), publish.message.data.clone()));
+            let user_id: Option<Arc<str>> = publish.message.user_id.as_deref().map(Arc::from);
+            match app.publish_client_event(&publish.channel, publish.message, publish.key.as_deref()).await {
+                Ok(true) => {
+                    if let Some((event, data)) = hook {
+                        app.webhook_client_event(&publish.channel, &event, &data, socket_id, user_id.as_ref());
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(app = %app.id(), %socket_id, "client event not published: {error}"),
             }
         }
     });

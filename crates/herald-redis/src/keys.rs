@@ -45,6 +45,11 @@ impl ChannelKeys {
     pub fn member_counts(&self) -> String {
         format!("{}:pc", self.tag)
     }
+    /// What webhooks last told of the channel: "o" while told occupied, "m\n<user>" while the user
+    /// was told a member.
+    pub fn webhooked(&self) -> String {
+        format!("{}:wh", self.tag)
+    }
     /// A feed's item ids, in order (list).
     pub fn feed_order(&self) -> String {
         format!("{}:f:order", self.tag)

@@ -10,6 +10,7 @@
 //! feeds and read cursors are stores on the same connection ([`RedisJobs`], [`RedisFeeds`],
 //! [`RedisCursors`]).
 
+mod arbiter;
 mod connection;
 mod cursors;
 mod feeds;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use herald_core::engine::{Engine, EngineError, EngineFuture, Message, Node, Record, Reservation, Retention, Snapshot};
 use herald_core::hub::ChannelCounts;
+use herald_core::webhooks::WebhookEvent;
 use herald_protocol::SocketId;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
@@ -410,6 +412,11 @@ impl Engine for RedisEngine {
 
     fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
+    }
+
+    fn arbitrate_webhook(&self, app: &str, event: WebhookEvent) -> EngineFuture<'_, Option<WebhookEvent>> {
+        let app = app.to_owned();
+        Box::pin(async move { arbiter::arbitrate(&self.inner, &app, event).await })
     }
 
     fn close(&self) -> EngineFuture<'_, ()> {

@@ -115,3 +115,35 @@ return 0
 ",
     )
 });
+
+/// KEYS: webhooked, subscriptions, member counts, member nodes. ARGV: kind (occupied, vacated, added, removed,
+/// count), this node, user, this node's count. What webhooks told is kept per channel, so each
+/// change is told once, by the first node that sees it: occupied and added when not told yet,
+/// vacated and removed only when told before and no other node still has subscriptions (holds
+/// the member; this node counts as gone). Returns 1 to tell, 0 not to; for count, the subscriptions summed over nodes, with this
+/// node's own count (its flushed one may be behind).
+pub(crate) static ARBITRATE_WEBHOOK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local kind = ARGV[1]
+if kind == 'occupied' then
+  return redis.call('HSETNX', KEYS[1], 'o', 1)
+elseif kind == 'added' then
+  return redis.call('HSETNX', KEYS[1], 'm\n' .. ARGV[3], 1)
+elseif kind == 'removed' then
+  local nodes = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+  nodes = nodes - redis.call('HEXISTS', KEYS[4], ARGV[3] .. '\n' .. ARGV[2])
+  if nodes > 0 then return 0 end
+  return redis.call('HDEL', KEYS[1], 'm\n' .. ARGV[3])
+end
+local total = tonumber(ARGV[4])
+local subs = redis.call('HGETALL', KEYS[2])
+for i = 1, #subs, 2 do
+  if subs[i] ~= ARGV[2] then total = total + tonumber(subs[i + 1]) end
+end
+if kind == 'count' then return total end
+if total > 0 then return 0 end
+return redis.call('HDEL', KEYS[1], 'o')
+",
+    )
+});

@@ -129,9 +129,12 @@ async fn reap(inner: &Inner) -> Result<(), redis::RedisError> {
 async fn withdraw(inner: &Inner, node: &str) -> Result<(), redis::RedisError> {
     let presence_index = inner.keys.node_presence(node);
     let entries: Vec<String> = redis::cmd("SMEMBERS").arg(&presence_index).query_async(&mut inner.conn()).await?;
+    let mut departed = Vec::new();
     for entry in entries {
-        if let Ok((app, channel, user)) = serde_json::from_str::<(String, String, String)>(&entry) {
-            leave(inner, &app, &channel, &user, node).await?;
+        if let Ok((app, channel, user)) = serde_json::from_str::<(String, String, String)>(&entry)
+            && leave(inner, &app, &channel, &user, node).await?
+        {
+            departed.push((app, channel, Some(user)));
         }
     }
     let subscription_index = inner.keys.node_subscriptions(node);
@@ -140,14 +143,24 @@ async fn withdraw(inner: &Inner, node: &str) -> Result<(), redis::RedisError> {
     for entry in entries {
         if let Ok((app, channel)) = serde_json::from_str::<(String, String)>(&entry) {
             commands.push(redis::cmd("HDEL").arg(inner.keys.channel(&app, &channel).subscriptions()).arg(node).take());
+            departed.push((app, channel, None));
         }
     }
     commands.push(redis::cmd("DEL").arg(&presence_index).take());
     commands.push(redis::cmd("DEL").arg(&subscription_index).take());
-    inner.conn().run_all::<redis::Value>(commands).await.map(drop)
+    inner.conn().run_all::<redis::Value>(commands).await?;
+    // For webhooks: this node settles a dead node's departures as if they were its own (its own
+    // departures, when it leaves, its sessions have reported already).
+    if let Some(here) = inner.node().filter(|_| node != inner.id) {
+        for (app, channel, user) in departed {
+            here.withdrawn(&app, &channel, user.as_deref());
+        }
+    }
+    Ok(())
 }
 
-async fn leave(inner: &Inner, app: &str, channel: &str, user: &str, node: &str) -> Result<(), redis::RedisError> {
+/// Runs the leave script; whether the user stopped being a member (this was their last node).
+async fn leave(inner: &Inner, app: &str, channel: &str, user: &str, node: &str) -> Result<bool, redis::RedisError> {
     let keys = inner.keys.channel(app, channel);
     scripts::LEAVE
         .key(keys.members())
@@ -158,8 +171,9 @@ async fn leave(inner: &Inner, app: &str, channel: &str, user: &str, node: &str) 
         .arg(&keys.tag)
         .arg(wire::member_removed(user))
         .arg(inner.target.publish_command())
-        .invoke_async::<()>(&mut inner.conn())
+        .invoke_async::<u8>(&mut inner.conn())
         .await
+        .map(|left| left == 1)
 }
 
 async fn join(
@@ -199,7 +213,7 @@ pub(crate) async fn run_presence(inner: Arc<Inner>, mut changes: mpsc::Unbounded
                     // an index entry the reaper can still act on, never a member it cannot find.
                     let entry = serde_json::to_string(&(app, channel, user)).unwrap_or_default();
                     let left = match leave(&inner, app, channel, user, &inner.id).await {
-                        Ok(()) => {
+                        Ok(_) => {
                             redis::cmd("SREM")
                                 .arg(inner.keys.node_presence(&inner.id))
                                 .arg(entry)

@@ -1,7 +1,7 @@
 //! Webhook wiring: the outbox each engine uses, and the HTTP client that posts webhooks.
 //!
 //! What to send, when, and how often to retry is decided in `herald_core::webhooks`; this module
-//! only opens `data_dir/webhooks.sqlite3` (memory engine) and speaks HTTP/1.1 to `http://`
+//! only opens `data_dir/webhooks.sqlite3` and speaks HTTP/1.1 to `http://`
 //! endpoints: one connection per request (`Connection: close`), status line read, body ignored.
 //! No TLS, no redirects, no credentials in URLs: put a local proxy in front for anything fancier.
 
@@ -12,20 +12,16 @@ use herald_core::webhooks::{PostError, PostFuture, WebhookOutbox, WebhookPoster,
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ServeError;
-use crate::config::{EngineKind, ServerConfig};
+use crate::config::ServerConfig;
 
 /// Longest status line and headers read from an endpoint's answer.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
 /// Starts the webhook tasks of every app that has webhooks; their outbox is
-/// `data_dir/webhooks.sqlite3`. Only on the memory engine for now: a replica hub (Redis) does not
-/// report occupancy yet, so there webhooks are off, which is logged.
+/// `data_dir/webhooks.sqlite3`, on every engine: with Redis the engine decides which node tells a
+/// change (once for the cluster), and that node queues and delivers it from its own outbox.
 pub fn start(settings: &ServerConfig, registry: &Registry) -> Result<Vec<Webhooks>, ServeError> {
     if !registry.apps().any(|app| !app.config.webhooks.is_empty()) {
-        return Ok(Vec::new());
-    }
-    if settings.engine == EngineKind::Redis {
-        tracing::warn!("webhooks are not sent on the redis engine yet; [[apps.webhooks]] ignored");
         return Ok(Vec::new());
     }
     std::fs::create_dir_all(&settings.data_dir)

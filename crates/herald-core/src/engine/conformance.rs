@@ -34,6 +34,7 @@ pub enum Seen {
     Delivered { app: String, channel: String, delivery: Delivery },
     Installed { app: String, channel: String, snapshot: Snapshot },
     Terminated { app: String, user_id: String },
+    Withdrawn { app: String, channel: String, user_id: Option<String> },
 }
 
 struct Recorder {
@@ -49,6 +50,13 @@ impl Node for Recorder {
     }
     fn terminate_user(&self, app: &str, user_id: &str) {
         let _ = self.tx.send(Seen::Terminated { app: app.into(), user_id: user_id.into() });
+    }
+    fn withdrawn(&self, app: &str, channel: &str, user_id: Option<&str>) {
+        let _ = self.tx.send(Seen::Withdrawn {
+            app: app.into(),
+            channel: channel.into(),
+            user_id: user_id.map(Into::into),
+        });
     }
 }
 

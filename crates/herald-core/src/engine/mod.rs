@@ -31,6 +31,7 @@ use std::sync::{Arc, Weak};
 use herald_protocol::SocketId;
 
 use crate::hub::ChannelCounts;
+use crate::webhooks::WebhookEvent;
 
 /// What an engine's asynchronous calls return.
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
@@ -124,6 +125,10 @@ pub trait Node: Send + Sync {
     fn install(&self, app: &str, channel: &str, snapshot: Snapshot);
     /// Close every connection of `user_id` on this node.
     fn terminate_user(&self, app: &str, user_id: &str);
+    /// Another node died and its part of `channel` was withdrawn: its subscriptions, and the
+    /// membership of `user_id` when that was its last node. For webhooks, which this node then
+    /// settles as if the departure had been its own.
+    fn withdrawn(&self, app: &str, channel: &str, user_id: Option<&str>);
 }
 
 /// Shared state for one node. See the module docs for the contract.
@@ -162,6 +167,17 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     fn is_ready(&self) -> bool;
     /// Leaves cleanly: presence and counts of this node are withdrawn at once.
     fn close(&self) -> EngineFuture<'_, ()>;
+    /// Decides, once for every node, whether a webhook about a channel's state is told: this
+    /// node saw `event` (an occupancy or membership change, after the leave delay for departures;
+    /// or its own subscription count). `None` when another node told it already or the channel
+    /// is still occupied (the member still present) elsewhere; a `subscription_count` comes back
+    /// with the count summed over nodes. Other events pass unchanged.
+    ///
+    /// An engine that keeps no such record tells every node's view (the default).
+    fn arbitrate_webhook(&self, app: &str, event: WebhookEvent) -> EngineFuture<'_, Option<WebhookEvent>> {
+        let _ = app;
+        Box::pin(std::future::ready(Ok(Some(event))))
+    }
 }
 
 /// Splits `<serial>` and the like, for engines that keep text.

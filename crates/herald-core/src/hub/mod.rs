@@ -571,6 +571,12 @@ impl Hub {
         shard.get(channel).filter(|s| !s.subscribers.is_empty()).map(Channel::counts)
     }
 
+    /// Whether `user_id` has a socket on this node in the presence channel `channel`.
+    pub(crate) fn has_member(&self, channel: &str, user_id: &str) -> bool {
+        let shard = self.shard(channel).read();
+        shard.get(channel).is_some_and(|state| state.members.contains(user_id))
+    }
+
     /// The cached event of a cache channel, if it has not expired.
     pub fn cached(&self, channel: &str, now: Instant) -> Option<CachedEvent> {
         let shard = self.shard(channel).read();

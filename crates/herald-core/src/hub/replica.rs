@@ -98,11 +98,11 @@ pub(crate) struct Joined {
     pub member: Option<MemberJoin>,
     /// This node's subscriptions on the channel now (replica hubs).
     pub count: Option<usize>,
-    /// For webhooks (single node): the channel had no subscriber before.
+    /// For webhooks: the channel had no subscriber (on this node) before.
     pub occupied: bool,
-    /// For webhooks (single node): this user's first socket joined the presence channel.
+    /// For webhooks: this user's first socket (on this node) joined the presence channel.
     pub member_added: Option<Arc<str>>,
-    /// For webhooks (single node): a cache channel with nothing cached was joined.
+    /// For webhooks: a cache channel with nothing cached was joined.
     pub cache_miss: bool,
 }
 
@@ -112,9 +112,9 @@ pub(crate) struct Left {
     /// This node's last socket of a presence user left.
     pub member_left: Option<Arc<str>>,
     pub count: Option<usize>,
-    /// For webhooks (single node): the last subscriber left.
+    /// For webhooks: the last subscriber (on this node) left.
     pub vacated: bool,
-    /// For webhooks (single node): this user's last socket left the presence channel.
+    /// For webhooks: this user's last socket (on this node) left the presence channel.
     pub member_removed: Option<Arc<str>>,
 }
 
@@ -124,6 +124,9 @@ pub(crate) struct Installed {
     /// Presence users whose first socket here joined; with the socket that joined.
     pub joined: Vec<(MemberJoin, SocketId)>,
     pub count: usize,
+    /// For webhooks: waiting joiners made the channel occupied on this node, and cache misses.
+    pub occupied: bool,
+    pub cache_misses: usize,
 }
 
 fn encode(channel: &str, record: &Record) -> Bytes {
@@ -226,6 +229,7 @@ impl Hub {
             }
             if state.members.join(member, usize::MAX) == Ok(true) {
                 joined.member = Some(member.clone());
+                joined.member_added = Some(member.user_id.clone());
             }
         }
         let presence = join.member.map(|member| {
@@ -234,9 +238,10 @@ impl Hub {
             server_frame::presence_data(state.roster.iter().chain(itself))
         });
         let join = if again { Join { resume: None, ..join } } else { join };
-        state.confirm(channel, connection, join, presence.as_deref(), now);
+        joined.cache_miss = state.confirm(channel, connection, join, presence.as_deref(), now) && !again;
         if !again {
             let user_id = join.member.map(|m| m.user_id.clone());
+            joined.occupied = state.subscribers.is_empty();
             state.subscribers.insert(socket_id, Subscriber { connection: connection.clone(), user_id });
         }
         joined.count = Some(state.subscribers.len());
@@ -254,6 +259,8 @@ impl Hub {
         }
         if let Some(subscriber) = state.subscribers.remove(&socket_id) {
             left.member_left = subscriber.user_id.filter(|id| state.members.leave(id));
+            left.member_removed = left.member_left.clone();
+            left.vacated = state.subscribers.is_empty();
         }
         left.count = Some(state.subscribers.len());
         let waiting = state.syncing.as_ref().is_some_and(|s| !s.pending.is_empty());
@@ -365,6 +372,8 @@ impl Hub {
         for pending in syncing.pending {
             match self.join_live(state, &name, &pending.connection, pending.as_join(), now) {
                 Ok(joined) => {
+                    installed.occupied |= joined.occupied;
+                    installed.cache_misses += usize::from(joined.cache_miss);
                     if let Some(member) = joined.member {
                         installed.joined.push((member, pending.connection.socket_id));
                     }

@@ -6,6 +6,12 @@
 //! cancels both, so a page refresh emits nothing. Everything else, and held events whose delay is
 //! over, is appended to each interested endpoint's queue in the outbox, in the order released; the
 //! endpoint's sender is then woken. Held events live in memory only; a graceful stop appends them.
+//!
+//! With several nodes (an engine), each node's dispatcher sees only its own part of a channel, so
+//! before appending an occupancy, membership or count event it asks the engine to arbitrate: the
+//! engine keeps what was told for each channel and member, so each change is told once for the
+//! whole cluster, by whichever node saw it, and a departure is told only when no node still has
+//! the channel (or the member). Each node then delivers what it told from its own outbox.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use super::counts::CountThrottle;
 use super::sender::{self, Endpoint};
 use super::{DeadLetter, OutboxError, Replay, WebhookEvent, WebhookEventKind, WebhookOutbox, WebhookPoster};
 use crate::app::App;
+use crate::engine::Engine;
 
 /// How long a graceful stop waits for held events to be queued.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -128,6 +135,7 @@ pub fn start(app: &App, outbox: Arc<dyn WebhookOutbox>, poster: Arc<dyn WebhookP
         counts: CountThrottle::default(),
         outbox: outbox.clone(),
         endpoints: endpoints.clone(),
+        arbiter: app.engine.clone(),
     };
     let dispatcher = tokio::spawn(dispatcher.run(receiver));
     let wants = wanted_bits(&config.webhooks);
@@ -173,6 +181,8 @@ struct Dispatcher {
     counts: CountThrottle,
     outbox: Arc<dyn WebhookOutbox>,
     endpoints: Vec<Arc<Endpoint>>,
+    /// The engine that decides for every node what is told (`None` on a single node).
+    arbiter: Option<Arc<dyn Engine>>,
 }
 
 impl Dispatcher {
@@ -270,8 +280,29 @@ impl Dispatcher {
         self.counts.release_all(ready);
     }
 
+    /// Keeps the events the engine says are this node's to tell (all of them on a single node). An
+    /// engine that cannot be reached does not silence a change: it is told (possibly twice).
+    async fn arbitrate(&self, events: Vec<WebhookEvent>) -> Vec<WebhookEvent> {
+        let Some(engine) = &self.arbiter else { return events };
+        let mut told = Vec::with_capacity(events.len());
+        for event in events {
+            match event.kind() {
+                WebhookEventKind::ClientEvent | WebhookEventKind::CacheMiss => told.push(event),
+                _ => match engine.arbitrate_webhook(&self.app, event.clone()).await {
+                    Ok(verdict) => told.extend(verdict),
+                    Err(error) => {
+                        tracing::warn!(app = %self.app, "webhook told without the engine's verdict: {error}");
+                        told.push(event);
+                    }
+                },
+            }
+        }
+        told
+    }
+
     /// Appends `events` to the queue of each endpoint that wants them, and wakes its sender.
     async fn append(&self, events: Vec<WebhookEvent>) {
+        let events = self.arbitrate(events).await;
         let encoded: Vec<(WebhookEventKind, String)> = events.iter().map(|e| (e.kind(), e.to_json())).collect();
         for endpoint in &self.endpoints {
             let wanted: Vec<String> =
@@ -324,6 +355,7 @@ mod tests {
             counts: CountThrottle::default(),
             outbox: outbox.clone(),
             endpoints: vec![endpoint],
+            arbiter: None,
         };
         (dispatcher, outbox)
     }

@@ -2,13 +2,14 @@
 //!
 //! Each call returns at once when the app has no webhook (an empty cell), so the hot path pays
 //! nothing without webhooks. Users' own streams (`#server-to-user-…`) are not channels to
-//! webhooks. On a replica hub (Redis) the hub does not fill in what these read yet.
+//! webhooks. On a replica hub (Redis) each node reports what it sees of a channel; the engine
+//! then decides, for all nodes, what is told (`Engine::arbitrate_webhook`).
 
 use std::sync::Arc;
 
 use super::{WebhookEvent, WebhookEventKind, WebhookSink};
 use crate::app::App;
-use crate::hub::{Joined, Left};
+use crate::hub::{Installed, Joined, Left};
 
 impl App {
     /// This app's webhook sink, when it has webhooks.
@@ -55,6 +56,46 @@ impl App {
             sink.emit(WebhookEvent::ChannelVacated { channel: Arc::from(channel) });
         }
         self.webhook_count(sink, channel);
+    }
+
+    /// Reports what installing a snapshot changed: joiners that waited for it are subscribed now.
+    pub(crate) fn webhook_installed(&self, channel: &str, installed: &Installed) {
+        let Some(sink) = self.webhooks.get() else { return };
+        if channel.starts_with('#') {
+            return;
+        }
+        if installed.occupied {
+            sink.emit(WebhookEvent::ChannelOccupied { channel: Arc::from(channel) });
+        }
+        for (member, _) in &installed.joined {
+            sink.emit(WebhookEvent::MemberAdded { channel: Arc::from(channel), user_id: member.user_id.clone() });
+        }
+        for _ in 0..installed.cache_misses {
+            sink.emit(WebhookEvent::CacheMiss { channel: Arc::from(channel) });
+        }
+        if installed.occupied {
+            self.webhook_count(sink, channel);
+        }
+    }
+
+    /// Reports another node's withdrawn part of `channel` as a departure seen here; the engine
+    /// decides whether the channel (or member) is really gone. Nothing when this node still has
+    /// the channel (or the member): then it is not gone.
+    pub(crate) fn webhook_withdrawn(&self, channel: &str, user_id: Option<&str>) {
+        let Some(sink) = self.webhooks.get() else { return };
+        let counts = self.hub.counts(channel);
+        match user_id {
+            Some(user_id) => {
+                if !self.hub.has_member(channel, user_id) {
+                    sink.emit(WebhookEvent::MemberRemoved { channel: Arc::from(channel), user_id: Arc::from(user_id) });
+                }
+            }
+            None => {
+                if counts.is_none_or(|counts| counts.subscription_count == 0) {
+                    sink.emit(WebhookEvent::ChannelVacated { channel: Arc::from(channel) });
+                }
+            }
+        }
     }
 
     /// Reports a client event that was delivered.

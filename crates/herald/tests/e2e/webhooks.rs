@@ -40,6 +40,12 @@ struct State {
     refused: usize,
 }
 
+impl State {
+    fn events(&self) -> Vec<Value> {
+        self.accepted.iter().flat_map(|r| events_of(&r.body)).collect()
+    }
+}
+
 /// A tiny HTTP/1.1 endpoint that records what it accepts.
 struct Receiver {
     url: String,
@@ -77,8 +83,7 @@ impl Receiver {
 
     /// Every accepted event, in the order accepted.
     fn events(&self) -> Vec<Value> {
-        let state = self.state.lock().unwrap();
-        state.accepted.iter().flat_map(|r| events_of(&r.body)).collect()
+        self.state.lock().unwrap().events()
     }
 
     /// Waits (bounded) until `done` holds for what was received.
@@ -370,4 +375,109 @@ async fn endpoints_get_cache_misses_and_subscription_counts_when_they_ask() {
     let events = receiver.wait_for_events(3).await;
     let count = |channel: &str| json!({"name": "subscription_count", "channel": channel, "subscription_count": 1});
     assert_eq!(events, [count("news"), event("cache_miss", "cache-prices"), count("cache-prices")]);
+}
+
+/// How many of `events` are `name` on `channel` (and for `user_id`, when given).
+fn count_of(events: &[Value], name: &str, channel: &str, user_id: Option<&str>) -> usize {
+    let user_matches = |e: &Value| user_id.is_none_or(|user| e["user_id"] == user);
+    events.iter().filter(|e| e["name"] == name && e["channel"] == channel && user_matches(e)).count()
+}
+
+/// Waits until the cluster (asked through `node`) counts `expected` subscriptions on `channel`:
+/// every node's count has reached Redis.
+async fn cluster_count(node: &TestServer, channel: &str, expected: u64) {
+    crate::cluster::eventually(&format!("{channel} counted {expected} across nodes"), WAIT, async || {
+        let path = format!("/apps/{APP_ID}/channels/{channel}");
+        let (status, body) = node.api("GET", &path, &[("info", "subscription_count")], "").await;
+        let count = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["subscription_count"].as_u64());
+        if status == 200 && count == Some(expected) { Ok(()) } else { Err(format!("{status} {body}")) }
+    })
+    .await;
+}
+
+/// Two nodes on one Redis: each node sees only its part of a channel, yet every occupancy and
+/// membership change is told once for the cluster, a departure only when no node still has the
+/// channel (or the member), a refresh that lands on the other node is silent, a client event is
+/// told by the node that got it, and a node that dies has its channels told vacated by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_each_change_is_told_once_for_the_whole_cluster() {
+    let receiver = Receiver::start(Mode::Ok).await;
+    let redis = crate::redis_server::RedisServer::start().await;
+    let prefix = format!("herald-e2e-webhooks-{}", std::process::id());
+    let config = format!(
+        "[server]\nnode_lease_secs = 2\n\n[[apps]]\nid = \"{APP_ID}\"\nkey = \"{KEY}\"\nsecret = \"{SECRET}\"\n\
+         webhook_leave_delay_ms = 1500\n[[apps.webhooks]]\nurl = \"{}\"\nbackoff_base_ms = 50\n",
+        receiver.url
+    );
+    let url = redis.url();
+    let args = ["--engine", "redis", "--redis-url", url.as_str(), "--redis-prefix", prefix.as_str()];
+    let a = TestServer::with_args(&config, &args).await;
+    let b = TestServer::with_args(&config, &args).await;
+
+    // One channel, a subscriber on each node: occupied once; vacated once, when the last goes.
+    let mut on_a = a.client().await;
+    let mut on_b = b.client().await;
+    on_a.subscribe("room").await;
+    on_b.subscribe("room").await;
+    cluster_count(&a, "room", 2).await;
+    on_a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "room"}})).await;
+    cluster_count(&a, "room", 1).await;
+    on_b.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "room"}})).await;
+    receiver.wait_until("room vacated", |s| count_of(&s.events(), "channel_vacated", "room", None) > 0).await;
+
+    // One presence user with a socket on each node: added once, removed once.
+    let member = r#"{"user_id":"u1"}"#;
+    on_a.subscribe_signed("presence-team", Some(member)).await;
+    on_b.subscribe_signed("presence-team", Some(member)).await;
+    receiver.wait_until("u1 added", |s| count_of(&s.events(), "member_added", "presence-team", None) > 0).await;
+    // (b's membership reaches Redis long before a's departure is judged, a leave delay later)
+    on_a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-team"}})).await;
+    on_b.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-team"}})).await;
+    receiver.wait_until("u1 removed", |s| count_of(&s.events(), "member_removed", "presence-team", None) > 0).await;
+
+    // A refresh that reconnects to the other node within the leave delay: nothing.
+    on_a.subscribe("lobby").await;
+    receiver.wait_until("lobby occupied", |s| count_of(&s.events(), "channel_occupied", "lobby", None) > 0).await;
+    on_a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "lobby"}})).await;
+    on_b.subscribe("lobby").await;
+
+    // A client event is told by the node that got it.
+    on_b.subscribe_signed("private-chat", None).await;
+    on_b.send(json!({"event": "client-typing", "channel": "private-chat", "data": {"n": 1}})).await;
+    receiver.wait_until("the client event", |s| count_of(&s.events(), "client_event", "private-chat", None) > 0).await;
+
+    // Node b dies holding lobby and private-chat (once its counts are in Redis): a's reaper
+    // withdraws it, and a tells both vacated (after its leave delay), once.
+    cluster_count(&a, "private-chat", 1).await;
+    cluster_count(&a, "lobby", 1).await;
+    b.crash().await;
+    receiver
+        .wait_until("b's channels vacated", |s| {
+            let events = s.events();
+            count_of(&events, "channel_vacated", "lobby", None) > 0
+                && count_of(&events, "channel_vacated", "private-chat", None) > 0
+        })
+        .await;
+    // Anything a node could still tell twice would be queued within its leave delay: a marker
+    // whose vacated is held that long and comes after it bounds the wait.
+    on_a.subscribe("marker").await;
+    on_a.send(json!({"event": "pusher:unsubscribe", "data": {"channel": "marker"}})).await;
+    receiver.wait_until("marker vacated", |s| count_of(&s.events(), "channel_vacated", "marker", None) > 0).await;
+
+    let events = receiver.events();
+    let told = |name: &str, channel: &str| count_of(&events, name, channel, None);
+    assert_eq!((told("channel_occupied", "room"), told("channel_vacated", "room")), (1, 1), "{events:?}");
+    assert_eq!(told("channel_occupied", "presence-team"), 1, "{events:?}");
+    assert_eq!(told("channel_vacated", "presence-team"), 1, "{events:?}");
+    assert_eq!(count_of(&events, "member_added", "presence-team", Some("u1")), 1, "{events:?}");
+    assert_eq!(count_of(&events, "member_removed", "presence-team", Some("u1")), 1, "{events:?}");
+    assert_eq!((told("channel_occupied", "lobby"), told("channel_vacated", "lobby")), (1, 1), "{events:?}");
+    assert_eq!(told("client_event", "private-chat"), 1, "{events:?}");
+    assert_eq!(told("channel_vacated", "private-chat"), 1, "{events:?}");
+    // Per channel, in the order they happened.
+    let names =
+        |channel: &str| -> Vec<Value> { of_channel(&events, channel).iter().map(|e| e["name"].clone()).collect() };
+    assert_eq!(names("room"), [json!("channel_occupied"), json!("channel_vacated")]);
+    assert_eq!(names("lobby"), [json!("channel_occupied"), json!("channel_vacated")]);
+    receiver.check_signatures(KEY, SECRET);
 }

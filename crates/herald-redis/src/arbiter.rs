@@ -1,0 +1,48 @@
+//! Webhooks decided once for the whole cluster.
+//!
+//! Each node reports only its own part of a channel (its first subscriber came, its last left), so
+//! on its own it would tell `channel_occupied` once per node and `channel_vacated` while another
+//! node still has subscribers. The channel's slot keeps what webhooks last told of it; one script
+//! compares that with every node's counts and members and flips it, so the first node to see a
+//! change tells it and the others find it told. A departure is judged with this node counted as
+//! gone: the node reports it after the leave delay, when its own flushed count may still lag.
+
+use herald_core::engine::EngineError;
+use herald_core::webhooks::WebhookEvent;
+
+use crate::{Inner, scripts, unavailable};
+
+/// Whether this node tells `event` (see `Engine::arbitrate_webhook`).
+pub(crate) async fn arbitrate(
+    inner: &Inner,
+    app: &str,
+    event: WebhookEvent,
+) -> Result<Option<WebhookEvent>, EngineError> {
+    let (channel, kind, user, own_count) = match &event {
+        WebhookEvent::ChannelOccupied { channel } => (channel, "occupied", "", 0),
+        WebhookEvent::ChannelVacated { channel } => (channel, "vacated", "", 0),
+        WebhookEvent::MemberAdded { channel, user_id } => (channel, "added", &**user_id, 0),
+        WebhookEvent::MemberRemoved { channel, user_id } => (channel, "removed", &**user_id, 0),
+        WebhookEvent::SubscriptionCount { channel, subscription_count } => (channel, "count", "", *subscription_count),
+        WebhookEvent::ClientEvent { .. } | WebhookEvent::CacheMiss { .. } => return Ok(Some(event)),
+    };
+    let keys = inner.keys.channel(app, channel);
+    let answer: u64 = scripts::ARBITRATE_WEBHOOK
+        .key(keys.webhooked())
+        .key(keys.subscriptions())
+        .key(keys.member_counts())
+        .key(keys.member_nodes())
+        .arg(kind)
+        .arg(&inner.id)
+        .arg(user)
+        .arg(own_count)
+        .invoke_async(&mut inner.conn())
+        .await
+        .map_err(unavailable)?;
+    Ok(match event {
+        WebhookEvent::SubscriptionCount { channel, .. } => {
+            Some(WebhookEvent::SubscriptionCount { channel, subscription_count: answer as usize })
+        }
+        event => (answer == 1).then_some(event),
+    })
+}
