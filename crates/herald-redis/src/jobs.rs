@@ -118,7 +118,8 @@ if state == 'retry' then
   if attempts < tonumber(redis.call('HGET', job, 'max_attempts')) then
     local backoff = tonumber(redis.call('HGET', job, 'backoff_ms')) * math.pow(2, math.min(attempts - 1, 20))
     local run_at = now + backoff
-    redis.call('HSET', job, 'state', 'queued', 'run_at', run_at, 'error', ARGV[7], 'lease', '', 'lease_until', '', 'updated_at', now)
+    redis.call('HSET', job, 'state', 'queued', 'run_at', run_at, 'error', ARGV[7], 'lease', '', 'lease_until', '', 'progress', '',
+      'updated_at', now)
     move(id, 'running', 'queued', tonumber(redis.call('HGET', job, 'created_at')))
     redis.call('ZADD', T .. ':delayed', run_at, id)
     return {'ok', redis.call('HGETALL', job)}
@@ -151,7 +152,7 @@ if ARGV[4] == 'cancel' then
   move(id, state, 'cancelled', now)
 else
   if state ~= 'dead' and state ~= 'failed' then return {'state', state} end
-  redis.call('HSET', job, 'state', 'queued', 'attempts', 0, 'run_at', now, 'error', '', 'updated_at', now)
+  redis.call('HSET', job, 'state', 'queued', 'attempts', 0, 'run_at', now, 'error', '', 'progress', '', 'updated_at', now)
   move(id, state, 'queued', tonumber(redis.call('HGET', job, 'created_at')))
   redis.call('ZADD', T .. ':delayed', now, id)
 end
@@ -177,7 +178,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', T .. ':s:running', '-inf', '(' .
   if state == 'dead' then
     move(id, 'running', 'dead', now)
   else
-    redis.call('HSET', job, 'run_at', now)
+    redis.call('HSET', job, 'run_at', now, 'progress', '')
     move(id, 'running', 'queued', tonumber(redis.call('HGET', job, 'created_at')))
     redis.call('ZADD', T .. ':delayed', now, id)
   end

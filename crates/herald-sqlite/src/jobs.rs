@@ -219,7 +219,7 @@ impl JobStore for SqliteJobs {
             };
             conn.execute(
                 "UPDATE jobs SET version = version + 1, state = ?3, result = ?4, error = ?5, run_at = ?6, lease = NULL, lease_until = NULL,
-                    updated_at = ?7 WHERE app = ?1 AND id = ?2",
+                    progress = CASE WHEN ?3 = 'queued' THEN NULL ELSE progress END, updated_at = ?7 WHERE app = ?1 AND id = ?2",
                 params![app, id, state.as_str(), result, error, run_at, now],
             )
             .map_err(unavailable)?;
@@ -252,7 +252,7 @@ impl JobStore for SqliteJobs {
                 return Err(JobError::WrongState(job.state.as_str()));
             }
             conn.execute(
-                "UPDATE jobs SET version = version + 1, state = 'queued', attempts = 0, run_at = ?3, error = NULL, updated_at = ?3
+                "UPDATE jobs SET version = version + 1, state = 'queued', attempts = 0, run_at = ?3, error = NULL, progress = NULL, updated_at = ?3
                  WHERE app = ?1 AND id = ?2",
                 params![app, id, now],
             )
@@ -313,6 +313,7 @@ impl JobStore for SqliteJobs {
             for (app, id) in expired {
                 conn.execute(
                     "UPDATE jobs SET version = version + 1, state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                        progress = CASE WHEN attempts >= max_attempts THEN progress ELSE NULL END,
                         error = 'lease expired', lease = NULL, lease_until = NULL, run_at = ?3, updated_at = ?3
                      WHERE app = ?1 AND id = ?2",
                     params![app, id, now],

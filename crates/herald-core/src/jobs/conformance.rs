@@ -74,12 +74,14 @@ pub async fn expired_leases_requeue_then_kill(store: &dyn JobStore) {
     submit(store, app, new_job("j1", T0)).await;
     let first = claim(store, app, T0).await.expect("claim");
     let stale_lease = first.lease.clone().expect("lease");
+    store.progress(app, "j1", &stale_lease, json(r#"{"pct":25}"#), T0 + 1).await.expect("progress");
     let expired = store.expire(T0 + 5_000).await.expect("expire");
     assert!(expired.iter().all(|(a, _)| a != app), "a live lease is kept");
     let expired = store.expire(T0 + 10_001).await.expect("expire");
     let mine: Vec<&Job> = expired.iter().filter(|(a, _)| a == app).map(|(_, j)| j).collect();
     assert_eq!(mine.len(), 1);
     assert_eq!((mine[0].state, mine[0].attempts), (JobState::Queued, 1));
+    assert!(mine[0].progress.is_none(), "a lost attempt's progress is not the next one's");
     let second = claim(store, app, T0 + 10_002).await.expect("claimed again");
     assert_eq!(second.attempts, 2);
     let stale = store.finish(app, "j1", &stale_lease, Outcome::Succeeded { result: json("1") }, T0 + 10_003).await;
@@ -98,9 +100,11 @@ pub async fn failures_retry_after_backoff(store: &dyn JobStore) {
     submit(store, app, new_job("j1", T0)).await;
     let job = claim(store, app, T0).await.expect("claim");
     let lease = job.lease.expect("lease");
+    store.progress(app, "j1", &lease, json(r#"{"pct":25}"#), T0).await.expect("progress");
     let failed = store.finish(app, "j1", &lease, Outcome::Failed { error: "boom".into(), retry: true }, T0 + 1);
     let failed = failed.await.expect("fail");
     assert_eq!((failed.state, failed.error.as_deref(), failed.run_at), (JobState::Queued, Some("boom"), T0 + 1 + 1000));
+    assert!(failed.progress.is_none(), "a retry starts without the failed attempt's progress");
     assert!(claim(store, app, T0 + 500).await.is_none(), "not before the backoff");
     let job = claim(store, app, T0 + 1001).await.expect("after the backoff");
     let lease = job.lease.expect("lease");
