@@ -1,6 +1,7 @@
 //! What an app counts for `/metrics`: monotonic totals, and gauges read from live state.
 //!
-//! Counters only ever grow (deliveries, publishes, dropped frames, closes by code). Gauges
+//! Counters only ever grow (deliveries, publishes, dropped frames, closes by code, a scrape's failed
+//! store reads, webhook outcomes). Gauges
 //! (connections, channels, subscriptions, presence members, queued bytes) are never kept here: they
 //! are computed from the hub and the connection count when someone asks ([`AppGauges`]), so they
 //! cannot drift from the truth. Counters on hot paths are [`Counter`]s, sharded by thread, so that
@@ -66,6 +67,26 @@ pub enum CloseReason {
     Peer,
 }
 
+/// A store a scrape reads from (with a time limit), for counting the reads that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrapeSource {
+    /// The job store's per-queue counts.
+    Jobs,
+    /// The webhook outbox's pending counts.
+    Webhooks,
+}
+
+impl ScrapeSource {
+    pub const ALL: [Self; 2] = [Self::Jobs, Self::Webhooks];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jobs => "jobs",
+            Self::Webhooks => "webhooks",
+        }
+    }
+}
+
 /// One app's counters. Every series is per app, so apps never share one.
 #[derive(Debug, Default)]
 pub struct AppCounters {
@@ -76,6 +97,8 @@ pub struct AppCounters {
     /// Frames dropped by the close code their connection was closing with.
     dropped: Mutex<BTreeMap<u16, u64>>,
     closed: Mutex<BTreeMap<CloseReason, u64>>,
+    /// Store reads of a scrape that failed or timed out, by [`ScrapeSource`] (rare: plain atomics).
+    scrape_errors: [AtomicU64; 2],
 }
 
 impl AppCounters {
@@ -113,6 +136,47 @@ impl AppCounters {
     pub fn closed(&self) -> Vec<(CloseReason, u64)> {
         self.closed.lock().iter().map(|(reason, n)| (*reason, *n)).collect()
     }
+
+    /// Counts one store read of a scrape that failed or ran out of time.
+    pub fn scrape_failed(&self, source: ScrapeSource) {
+        self.scrape_errors[source as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn scrape_errors(&self, source: ScrapeSource) -> u64 {
+        self.scrape_errors[source as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// What became of one webhook endpoint's requests: counted by its sender task, one request at a
+/// time (never on a client's path), so plain atomics are enough.
+#[derive(Debug, Default)]
+pub struct WebhookOutcomes {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl WebhookOutcomes {
+    /// Counts `events` events delivered by one successful request.
+    pub fn delivered(&self, events: u64) {
+        self.delivered.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Counts one request that failed (non-2xx, an error, or no answer in time); it is retried.
+    pub fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `events` events given up on and moved to the dead letters.
+    pub fn dead_lettered(&self, events: u64) {
+        self.dead_lettered.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// (events delivered, requests failed, events dead-lettered) so far.
+    pub fn get(&self) -> (u64, u64, u64) {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        (load(&self.delivered), load(&self.failed), load(&self.dead_lettered))
+    }
 }
 
 /// An app's live state on this node, read at one moment.
@@ -128,6 +192,8 @@ pub struct AppGauges {
     pub presence_members: usize,
     /// Bytes waiting in the outboxes of subscribed connections.
     pub queued_bytes: usize,
+    /// Frames waiting in those outboxes.
+    pub queued_frames: usize,
 }
 
 #[cfg(test)]

@@ -90,6 +90,22 @@ impl Outbox {
         self.state.lock().bytes
     }
 
+    /// Frames waiting to be written (read at scrape time; the push path keeps no extra count).
+    /// Bytes and frames waiting to be written, read under one lock.
+    pub fn queued(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.bytes, state.frames.len())
+    }
+
+    pub fn queued_frames(&self) -> usize {
+        self.state.lock().frames.len()
+    }
+
+    /// The code the connection is closing with, once a close was requested.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.state.lock().close
+    }
+
     /// Frames dropped so far and the close that dropped them (`None` when none were dropped).
     pub fn dropped(&self) -> Option<(CloseCode, u64)> {
         let state = self.state.lock();
@@ -141,6 +157,20 @@ mod tests {
         assert!(out.is_empty(), "queued frames are dropped: the client resumes instead");
         assert!(!outbox.push(Bytes::from_static(b"1")));
         assert_eq!(outbox.dropped(), Some((CloseCode::OverCapacity, 4)), "two queued, the overflow, one late");
+    }
+
+    #[test]
+    fn accessors_read_what_is_waiting_and_the_close() {
+        let outbox = Outbox::new(100);
+        assert_eq!((outbox.queued_frames(), outbox.queued_bytes(), outbox.close_code()), (0, 0, None));
+        outbox.push(Bytes::from_static(b"abc"));
+        outbox.push(Bytes::from_static(b"de"));
+        assert_eq!((outbox.queued_frames(), outbox.queued_bytes()), (2, 5));
+        outbox.close(CloseCode::Reconnect);
+        let mut out = Vec::new();
+        outbox.drain(&mut out);
+        assert_eq!((outbox.queued_frames(), outbox.queued_bytes()), (0, 0));
+        assert_eq!(outbox.close_code(), Some(CloseCode::Reconnect), "a drain does not forget the close");
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! cannot drift, whatever ends the connection. Refusals are counted by reason (this module's and the
 //! apps' `max_connections`, 4004), never labelled by address.
 //!
-//! It does not read `X-Forwarded-For`: behind a proxy every client has the proxy's address, so raise
-//! or turn off the per-address cap there.
+//! The client's address is the TCP peer's, unless the peer is one of `trusted_proxies`: then it is
+//! read from `X-Forwarded-For`, from the right, skipping trusted proxies ([`TrustedProxies`]). Only
+//! that header is read, not `Forwarded` (RFC 7239): a proxy overwrites or appends to the one it
+//! sets and passes the other on as the client sent it, so believing both would let a client name
+//! its own address.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -20,13 +23,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_core::rate_limit::TokenBucket;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::config::ServerConfig;
+use crate::config::{IpNet, ServerConfig};
+use crate::state::AppState;
+
+/// More `X-Forwarded-For` than this (bytes, every line of it) is not read: the peer is the client.
+const MAX_FORWARDED_BYTES: usize = 4096;
+/// Entries of `X-Forwarded-For` looked at, from the right, before giving up (the peer is the client).
+const MAX_FORWARDED_HOPS: usize = 16;
 
 /// Why a connection was turned away; the label of `herald_connections_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +106,7 @@ pub struct Admission {
     /// 0: no per-address limit (and no counting).
     per_ip_limit: u32,
     per_ip: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    trusted: TrustedProxies,
     refused: [AtomicU64; 3],
     /// Turns into `Retry-After` jitter.
     refusals_seen: AtomicU64,
@@ -112,6 +122,7 @@ impl Admission {
             rate,
             per_ip_limit: settings.max_connections_per_ip,
             per_ip: Arc::default(),
+            trusted: TrustedProxies(settings.trusted_proxies.clone()),
             refused: Default::default(),
             refusals_seen: AtomicU64::new(0),
         }
@@ -131,6 +142,11 @@ impl Admission {
             return Err(self.refuse(RefusedReason::Rate));
         }
         Ok(slot)
+    }
+
+    /// The client's address for a request from `peer`: see [`TrustedProxies::client_ip`].
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.trusted.client_ip(peer, headers)
     }
 
     /// Counts a refusal made elsewhere (an app's `max_connections`).
@@ -190,15 +206,76 @@ impl Drop for IpSlot {
     }
 }
 
-/// The client's address as the listener saw it (`None` when served without our listener).
+/// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`; empty: none).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+
+    /// The client's address (canonical: IPv4-mapped addresses as IPv4). From an untrusted `peer`,
+    /// the peer itself, whatever its headers say. From a trusted one, the rightmost entry of
+    /// `X-Forwarded-For` that is not itself a trusted proxy; the peer again when the header is
+    /// missing, malformed where it is read, all trusted, or past the bounds read.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.contains(peer) {
+            return peer;
+        }
+        self.forwarded_client(headers).unwrap_or(peer)
+    }
+
+    fn forwarded_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
+        let lines = headers.get_all("x-forwarded-for");
+        if lines.iter().map(HeaderValue::len).sum::<usize>() > MAX_FORWARDED_BYTES {
+            return None;
+        }
+        // Several lines are one list, in order: the last line holds the rightmost entries.
+        let mut hops = 0;
+        for line in lines.iter().rev() {
+            for entry in line.to_str().ok()?.rsplit(',') {
+                hops += 1;
+                if hops > MAX_FORWARDED_HOPS {
+                    return None;
+                }
+                let ip = forwarded_address(entry)?;
+                if !self.contains(ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, bare or with a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:4711`, `[2001:db8::1]`), in canonical form. Anything else (`unknown`, an empty
+/// entry, a name) is `None`.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim_matches([' ', '\t']);
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|address| address.ip()))
+        .or_else(|| Some(IpAddr::V6(entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?)))?;
+    Some(ip.to_canonical())
+}
+
+/// The client's address: the TCP peer's, or the one a trusted proxy forwarded
+/// ([`TrustedProxies::client_ip`]); `None` when served without our listener, which supplies the
+/// peer. Every transport takes it from here, and the slot it admits keeps it, so a connection's
+/// place is taken and given back under the same address.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        Ok(Self(peer.map(|peer| state.admission.client_ip(peer, &parts.headers))))
     }
 }
 
@@ -267,6 +344,104 @@ mod tests {
         let _first = admission.admit(A, now).unwrap();
         assert!(admission.admit(A, now).is_err());
         assert_eq!(admission.connections_from(A.unwrap()), 1);
+    }
+
+    fn proxies(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies(nets.iter().map(|net| net.parse().unwrap()).collect())
+    }
+
+    /// The client address a request from `peer` with these `X-Forwarded-For` lines resolves to,
+    /// behind proxies 127.0.0.1, 10.0.0.0/8 and ::1.
+    fn resolve(peer: &str, forwarded: &[&[u8]]) -> String {
+        let mut headers = HeaderMap::new();
+        for line in forwarded {
+            headers.append("x-forwarded-for", HeaderValue::from_bytes(line).unwrap());
+        }
+        proxies(&["127.0.0.1", "10.0.0.0/8", "::1"]).client_ip(peer.parse().unwrap(), &headers).to_string()
+    }
+
+    #[test]
+    fn a_trusted_proxy_forwards_the_rightmost_untrusted_address() {
+        for (peer, forwarded, client) in [
+            // No header, or no proxy: the peer.
+            ("127.0.0.1", &[][..], "127.0.0.1"),
+            ("192.0.2.9", &[&b"198.51.100.1"[..]][..], "192.0.2.9"),
+            ("::ffff:192.0.2.9", &[&b"198.51.100.1"[..]], "192.0.2.9"),
+            // From a trusted proxy: the rightmost address that is not a proxy itself.
+            ("127.0.0.1", &[b"198.51.100.1"], "198.51.100.1"),
+            ("::ffff:127.0.0.1", &[b"198.51.100.1"], "198.51.100.1"),
+            ("::1", &[b"2001:db8::7"], "2001:db8::7"),
+            ("127.0.0.1", &[b"203.0.113.66, 198.51.100.1, 10.1.2.3"], "198.51.100.1"),
+            ("127.0.0.1", &[b"198.51.100.1,10.1.2.3,::1,127.0.0.1"], "198.51.100.1"),
+            ("127.0.0.1", &[b"::ffff:198.51.100.1"], "198.51.100.1"),
+            ("127.0.0.1", &[b"198.51.100.1:4711"], "198.51.100.1"),
+            ("127.0.0.1", &[b"[2001:db8::7]:4711"], "2001:db8::7"),
+            ("127.0.0.1", &[b"[2001:db8::7]"], "2001:db8::7"),
+            ("127.0.0.1", &[b" \t198.51.100.1 \t"], "198.51.100.1"),
+            // Several lines are one list; the last is rightmost.
+            ("127.0.0.1", &[b"203.0.113.66", b"198.51.100.1, 10.0.0.1"], "198.51.100.1"),
+            ("127.0.0.1", &[b"203.0.113.66", b"10.0.0.1"], "203.0.113.66"),
+            // What a client wrote left of the real address is never read, garbage or not.
+            ("127.0.0.1", &[b"unknown, 1.2.3.4:x, 198.51.100.1"], "198.51.100.1"),
+            // Malformed where it is read, or only proxies: the peer.
+            ("127.0.0.1", &[b"198.51.100.1, unknown"], "127.0.0.1"),
+            ("127.0.0.1", &[b"198.51.100.1,"], "127.0.0.1"),
+            ("127.0.0.1", &[b""], "127.0.0.1"),
+            ("127.0.0.1", &[b"198.51.100.1, example.com"], "127.0.0.1"),
+            ("127.0.0.1", &[b"198.51.100.1, 10.0.0.1/8"], "127.0.0.1"),
+            ("127.0.0.1", &[b"198.51.100.1, fe80::1%eth0"], "127.0.0.1"),
+            ("127.0.0.1", &[b"198.51.100.1", b"\xff"], "127.0.0.1"),
+            ("127.0.0.1", &[b"10.0.0.1, 127.0.0.1, ::1"], "127.0.0.1"),
+        ] {
+            assert_eq!(resolve(peer, forwarded), client, "{peer} forwarding {forwarded:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_are_read_only_so_far() {
+        // 15 proxies then the client: found. One more proxy hop: past the bound, the peer.
+        let hops = |n: usize| format!("198.51.100.1{}", ", 10.0.0.1".repeat(n));
+        assert_eq!(resolve("127.0.0.1", &[hops(15).as_bytes()]), "198.51.100.1");
+        assert_eq!(resolve("127.0.0.1", &[hops(16).as_bytes()]), "127.0.0.1");
+        // More than 4 KiB in all is not read at all, whatever its last entry.
+        let long = format!("{}198.51.100.1", "1.1.1.1,".repeat(MAX_FORWARDED_BYTES / 8));
+        assert_eq!(resolve("127.0.0.1", &[long.as_bytes()]), "127.0.0.1");
+        let lines = vec![&b"1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1"[..]; MAX_FORWARDED_BYTES / 31 + 1];
+        assert_eq!(resolve("127.0.0.1", &lines), "127.0.0.1");
+        let huge_entry = format!("198.51.100.1, {}", "9".repeat(MAX_FORWARDED_BYTES - 20));
+        assert_eq!(resolve("127.0.0.1", &[huge_entry.as_bytes()]), "127.0.0.1");
+    }
+
+    #[test]
+    fn no_trusted_proxies_means_no_header_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(TrustedProxies::default().client_ip(peer, &headers), peer);
+        assert_eq!(proxies(&["127.0.0.0/8"]).client_ip(peer, &headers).to_string(), "198.51.100.1");
+        assert_eq!(proxies(&["0.0.0.0/0"]).client_ip(peer, &headers), peer, "every address a proxy: none found");
+        assert_eq!(proxies(&["::/0"]).client_ip(peer, &headers), peer, "an IPv6 range holds no IPv4 peer");
+    }
+
+    #[test]
+    fn a_forwarded_client_holds_its_own_slot_and_gives_it_back() {
+        let settings = ServerConfig {
+            max_connections_per_ip: 1,
+            max_new_connections_per_sec: 0,
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            ..ServerConfig::default()
+        };
+        let admission = Admission::new(&settings, Instant::now());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let client = admission.client_ip(proxy, &headers);
+        let held = admission.admit(Some(client), Instant::now()).unwrap();
+        assert!(admission.admit(Some(client), Instant::now()).is_err());
+        assert!(admission.admit(Some(proxy), Instant::now()).is_ok(), "the proxy's own count is apart");
+        assert_eq!(admission.connections_from("198.51.100.1".parse().unwrap()), 1);
+        drop(held);
+        assert_eq!(admission.connections_from("198.51.100.1".parse().unwrap()), 0);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! top of what is parsed here. [`DEFAULT_CONFIG`] is the commented file `herald print-default-config`
 //! prints; a test keeps it equal to the defaults below.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use herald_core::AppConfig;
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,9 @@ pub struct ServerConfig {
     pub max_new_connections_burst: u32,
     /// Connections one client address may hold at once; more are answered 429. 0 = no limit.
     pub max_connections_per_ip: u32,
+    /// Reverse proxies (addresses and CIDR ranges) whose `X-Forwarded-For` names the client address
+    /// that `max_connections_per_ip` counts. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// A WebSocket connection holding no subscription this long after it opened is closed with
     /// 4009. 0 = never.
     pub subscribe_within_secs: u64,
@@ -110,6 +115,7 @@ impl Default for ServerConfig {
             max_new_connections_per_sec: 5000,
             max_new_connections_burst: 5000,
             max_connections_per_ip: 0,
+            trusted_proxies: Vec::new(),
             subscribe_within_secs: 0,
             engine: EngineKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -120,6 +126,115 @@ impl Default for ServerConfig {
             cors_allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+        }
+    }
+}
+
+/// An IP address or CIDR range, as `trusted_proxies` lists them: `10.0.0.1`, `10.0.0.0/8`, `::1`,
+/// `fd00::/8`. Parsed when the file is read, so a bad entry stops the server at start. An
+/// IPv4-mapped range (`::ffff:10.0.0.0/104`) is kept as its IPv4 range; an address is compared in
+/// its canonical form, so `::ffff:10.1.2.3` is in `10.0.0.0/8` and no IPv4 address is in an IPv6
+/// range such as `::/0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpNet {
+    /// The first address of the range (no bits set past the prefix).
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` (or the IPv4 address it maps) is in this range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip.to_canonical()) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => u32::from(ip) & v4_mask(self.prefix) == u32::from(network),
+            (IpAddr::V6(network), IpAddr::V6(ip)) => u128::from(ip) & v6_mask(self.prefix) == u128::from(network),
+            _ => false,
+        }
+    }
+
+    fn width(ip: IpAddr) -> u8 {
+        if ip.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// `ip` with every bit past `prefix` cleared.
+    fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+        match ip {
+            IpAddr::V4(ip) => IpAddr::from((u32::from(ip) & v4_mask(prefix)).to_be_bytes()),
+            IpAddr::V6(ip) => IpAddr::from((u128::from(ip) & v6_mask(prefix)).to_be_bytes()),
+        }
+    }
+}
+
+fn v4_mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn v6_mask(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+}
+
+/// Why a `trusted_proxies` entry was refused; the message quotes the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpNetError {
+    #[error("trusted proxy {0:?} is not an IP address or CIDR range (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)")]
+    Address(String),
+    #[error("trusted proxy {entry:?}: the prefix length must be a number from 0 to {width}")]
+    Prefix { entry: String, width: u8 },
+    #[error("trusted proxy {entry:?} has bits set past its prefix length; did you mean {network}?")]
+    HostBits { entry: String, network: IpNet },
+}
+
+impl FromStr for IpNet {
+    type Err = IpNetError;
+
+    fn from_str(entry: &str) -> Result<Self, IpNetError> {
+        let (address, prefix) = match entry.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (entry, None),
+        };
+        let ip: IpAddr = address.parse().map_err(|_| IpNetError::Address(entry.into()))?;
+        let width = Self::width(ip);
+        let prefix = match prefix {
+            None => width,
+            // Digits only: `u8::from_str` would also take "+8".
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().ok().filter(|p| *p <= width).ok_or(IpNetError::Prefix { entry: entry.into(), width })?
+            }
+            Some(_) => return Err(IpNetError::Prefix { entry: entry.into(), width }),
+        };
+        let (ip, prefix) = match ip {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => (ip.to_canonical(), prefix - 96),
+            _ => (ip, prefix),
+        };
+        let network = Self::masked(ip, prefix);
+        if network != ip {
+            return Err(IpNetError::HostBits { entry: entry.into(), network: Self { network, prefix } });
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl TryFrom<String> for IpNet {
+    type Error = IpNetError;
+
+    fn try_from(entry: String) -> Result<Self, IpNetError> {
+        entry.parse()
+    }
+}
+
+impl From<IpNet> for String {
+    fn from(net: IpNet) -> Self {
+        net.to_string()
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix == Self::width(self.network) {
+            write!(f, "{}", self.network)
+        } else {
+            write!(f, "{}/{}", self.network, self.prefix)
         }
     }
 }
@@ -217,6 +332,81 @@ mod tests {
         let error = Config::from_toml("[server]\nbindd = \"1.2.3.4:5\"").unwrap_err();
         assert!(error.to_string().contains("bindd"), "{error}");
         assert!(Config::from_toml("[[apps]]\nid = \"1\"\nmax_conections = 3").is_err());
+    }
+
+    /// `entry` parses as a range holding exactly the `inside` addresses of those given.
+    fn check(entry: &str, inside: &[&str], outside: &[&str]) {
+        let net: IpNet = entry.parse().unwrap_or_else(|error| panic!("{entry}: {error}"));
+        for ip in inside {
+            assert!(net.contains(ip.parse().unwrap()), "{ip} should be in {entry}");
+        }
+        for ip in outside {
+            assert!(!net.contains(ip.parse().unwrap()), "{ip} should not be in {entry}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxy_ranges() {
+        check("127.0.0.1", &["127.0.0.1", "::ffff:127.0.0.1"], &["127.0.0.2", "::1", "0.0.0.0"]);
+        check("127.0.0.1/32", &["127.0.0.1"], &["127.0.0.0"]);
+        check("10.0.0.0/8", &["10.0.0.0", "10.255.255.255", "::ffff:10.1.2.3"], &["11.0.0.0", "9.255.255.255"]);
+        check("0.0.0.0/0", &["0.0.0.0", "255.255.255.255", "::ffff:1.2.3.4"], &["::", "::1"]);
+        check("192.168.1.128/25", &["192.168.1.128", "192.168.1.255"], &["192.168.1.127"]);
+        check("::1", &["::1"], &["::2", "127.0.0.1"]);
+        check("::1/128", &["::1"], &["::"]);
+        check("fd00::/8", &["fd00::1", "fdff:ffff::"], &["fe00::", "fc00::"]);
+        check("::/0", &["::", "ffff::1", "2001:db8::1"], &["1.2.3.4", "::ffff:1.2.3.4"]);
+        check("2001:db8::/32", &["2001:db8:ffff::1"], &["2001:db9::"]);
+        // IPv4-mapped ranges are their IPv4 range, whichever way the address is written.
+        check("::ffff:10.0.0.0/104", &["10.9.9.9", "::ffff:10.9.9.9"], &["11.0.0.0"]);
+        check("::ffff:127.0.0.1", &["127.0.0.1"], &["127.0.0.2"]);
+        assert_eq!("::ffff:10.0.0.0/104".parse::<IpNet>().unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!("::ffff:0.0.0.0/96".parse::<IpNet>().unwrap().to_string(), "0.0.0.0/0");
+        for shown in ["127.0.0.1", "10.0.0.0/8", "0.0.0.0/0", "::1", "fd00::/8", "::/0"] {
+            assert_eq!(shown.parse::<IpNet>().unwrap().to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn bad_trusted_proxies_are_refused_naming_the_entry_and_why() {
+        let address = "not an IP address";
+        let prefix = "prefix length";
+        let host_bits = "bits set past";
+        for (entry, why) in [
+            ("", address),
+            ("localhost", address),
+            ("10.0.0", address),
+            ("10.0.0.256", address),
+            (" 10.0.0.1", address),
+            ("010.0.0.1", address),
+            ("fe80::1%eth0", address),
+            ("10.0.0.0/", prefix),
+            ("10.0.0.0/33", prefix),
+            ("10.0.0.0/+8", prefix),
+            ("10.0.0.0/-1", prefix),
+            ("10.0.0.0/8/8", prefix),
+            ("10.0.0.0/0008", prefix),
+            ("::/129", prefix),
+            ("::/256", prefix),
+            ("10.0.0.1/8", host_bits),
+            ("fd00::1/8", host_bits),
+            ("::ffff:10.0.0.1/104", host_bits),
+        ] {
+            let error = entry.parse::<IpNet>().unwrap_err().to_string();
+            assert!(error.contains(why) && error.contains(&format!("{entry:?}")), "{entry:?}: {error}");
+        }
+        let error = "10.0.0.1/8".parse::<IpNet>().unwrap_err().to_string();
+        assert!(error.contains("did you mean 10.0.0.0/8?"), "{error}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_read_from_the_file_and_a_bad_one_is_named() {
+        let config = Config::from_toml("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]").unwrap();
+        let shown: Vec<String> = config.server.trusted_proxies.iter().map(IpNet::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1", "10.0.0.0/8", "::1"]);
+        let error = Config::from_toml("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/33\"]").unwrap_err();
+        let error = error.to_string();
+        assert!(error.contains("\"10.0.0.0/33\"") && error.contains("0 to 32") && error.contains("line 2"), "{error}");
     }
 
     #[test]

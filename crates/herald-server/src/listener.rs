@@ -4,7 +4,8 @@
 //! request headers (a client that trickles headers cannot hold a socket forever), and a slot under a
 //! cap on HTTP connections still waiting for or serving a request. Upgraded WebSockets leave hyper's
 //! hands and are counted per app instead. Each request carries the peer's address as axum's
-//! `ConnectInfo<SocketAddr>` (admission counts connections per address). Accept errors such as
+//! `ConnectInfo<SocketAddr>` (admission counts connections per address: this one, or behind a
+//! trusted proxy the one it forwards, `admission::ClientIp`). Accept errors such as
 //! EMFILE back off briefly instead of spinning. With TLS configured, the handshake runs in the
 //! connection's own task under the header deadline, so a slow handshake never holds the loop.
 

@@ -84,6 +84,16 @@ impl WebhookOutbox for SqliteWebhooks {
         })
     }
 
+    fn pending_count(&self, app: &str, url: &str) -> OutboxFuture<'_, u64> {
+        let (app, url) = (app.to_owned(), url.to_owned());
+        self.call(move |conn| {
+            // Answered from the `outbox_endpoint` index alone: no event text is read.
+            let mut count =
+                conn.prepare_cached("SELECT COUNT(*) FROM outbox WHERE app = ?1 AND url = ?2").map_err(unavailable)?;
+            count.query_row(params![app, url], |row| row.get::<_, i64>(0)).map(|n| n as u64).map_err(unavailable)
+        })
+    }
+
     fn delivered(&self, app: &str, url: &str, ids: Vec<u64>) -> OutboxFuture<'_, ()> {
         let (app, url) = (app.to_owned(), url.to_owned());
         self.call(move |conn| {

@@ -633,7 +633,9 @@ impl Hub {
                 }
                 for (socket_id, subscriber) in &state.subscribers {
                     if seen.insert(*socket_id) {
-                        gauges.queued_bytes += subscriber.connection.outbox.queued_bytes();
+                        let (bytes, frames) = subscriber.connection.outbox.queued();
+                        gauges.queued_bytes += bytes;
+                        gauges.queued_frames += frames;
                     }
                 }
             }

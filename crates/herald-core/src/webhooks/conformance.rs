@@ -77,8 +77,28 @@ pub async fn replays_stay_within_the_app(store: &dyn WebhookOutbox) {
     assert_eq!(store.dead_letters("replay-a", 10).await.expect("dead").len(), 1);
 }
 
+/// The pending count is the number of queued events of that endpoint and app, whatever happened
+/// to the others: delivered and buried events leave it, replayed ones come back.
+pub async fn pending_counts_follow_the_queue(store: &dyn WebhookOutbox) {
+    let app = "count";
+    let count = |url| async move { store.pending_count(app, url).await.expect("pending count") };
+    assert_eq!(count(A).await, 0);
+    store.append(app, A, events("a", 4)).await.expect("append");
+    store.append(app, B, events("b", 1)).await.expect("append");
+    store.append("count-other", A, events("x", 2)).await.expect("append");
+    assert_eq!((count(A).await, count(B).await), (4, 1));
+    let queued = store.pending(app, A, 2).await.expect("pending");
+    store.delivered(app, A, vec![queued[0].id]).await.expect("delivered");
+    store.bury(app, A, vec![queued[1].id], "HTTP 500", 1).await.expect("bury");
+    assert_eq!(count(A).await, 2, "delivered and buried events are not pending");
+    store.replay(app, Replay::All).await.expect("replay");
+    assert_eq!((count(A).await, count(B).await), (3, 1), "a replayed event is pending again");
+    assert_eq!(store.pending_count("count-other", A).await.expect("pending count"), 2);
+}
+
 pub async fn run_all(store: &dyn WebhookOutbox) {
     queues_are_ordered_and_separate(store).await;
+    pending_counts_follow_the_queue(store).await;
     delivered_events_leave_the_queue(store).await;
     dead_letters_are_kept_and_replayed(store).await;
     replays_stay_within_the_app(store).await;

@@ -1,7 +1,8 @@
 //! From channel changes to queued webhook events: the app's sink and its dispatcher task.
 //!
-//! The hub and sessions call [`WebhookSink::emit`], which only sends on a channel (nothing is
-//! awaited on the hot path). The dispatcher holds `channel_vacated` and `member_removed` for the
+//! The hub and sessions call [`WebhookSink::emit`], which only tries to send on a bounded channel
+//! (nothing is awaited on the hot path); when the dispatcher is [`COMMAND_CAPACITY`] commands
+//! behind, the event is dropped and counted instead of growing memory without limit. The dispatcher holds `channel_vacated` and `member_removed` for the
 //! leave delay: a `channel_occupied` (or `member_added` of the same user) that comes within it
 //! cancels both, so a page refresh emits nothing. Everything else, and held events whose delay is
 //! over, is appended to each interested endpoint's queue in the outbox, in the order released; the
@@ -15,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -22,22 +24,35 @@ use tokio::time::{Duration, Instant};
 
 use super::counts::CountThrottle;
 use super::sender::{self, Endpoint};
-use super::{DeadLetter, OutboxError, Replay, WebhookEvent, WebhookEventKind, WebhookOutbox, WebhookPoster};
+use super::{DeadLetter, OutboxError, Replay, WebhookEvent, WebhookEventKind, WebhookOutbox, WebhookPoster, unix_ms};
 use crate::app::App;
 use crate::engine::Engine;
+use crate::metrics::WebhookOutcomes;
 
 /// How long a graceful stop waits for held events to be queued.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands the dispatcher may be behind before events are dropped. The dispatcher only waits on
+/// the outbox (a SQLite transaction, or the engine's verdict with Redis); 65,536 events is seconds
+/// of the busiest churn a node sees, so a full channel means the outbox is stuck, not busy. Each
+/// waiting event is a few dozen bytes plus its channel name, so the bound is a few MiB per app,
+/// where an unbounded channel would grow until the process is killed.
+pub const COMMAND_CAPACITY: usize = 65_536;
+/// A full channel is logged at most this often (every drop is counted).
+const DROP_LOG_EVERY_MS: u64 = 1000;
 
 /// Where an app reports what webhooks are made of. Present only when the app has webhooks.
 #[derive(Debug)]
 pub struct WebhookSink {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     /// Bits of the event kinds some endpoint wants (with their cancelling partners).
     wants: u8,
     app: Arc<str>,
     outbox: Arc<dyn WebhookOutbox>,
     endpoints: Vec<Arc<Endpoint>>,
+    /// Events dropped because the dispatcher's channel was full.
+    dropped: AtomicU64,
+    /// When a drop was last logged (unix ms).
+    drop_logged_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -53,10 +68,47 @@ impl WebhookSink {
         self.wants & kind.bit() != 0
     }
 
+    /// Hands `event` to the dispatcher without waiting: when the dispatcher is
+    /// [`COMMAND_CAPACITY`] commands behind, the event is dropped and counted.
     pub fn emit(&self, event: WebhookEvent) {
-        if self.wants(event.kind()) {
-            let _ = self.commands.send(Command::Event(event));
+        if !self.wants(event.kind()) {
+            return;
         }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.commands.try_send(Command::Event(event)) {
+            self.dropped_one();
+        }
+    }
+
+    fn dropped_one(&self) {
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = unix_ms();
+        let last = self.drop_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= DROP_LOG_EVERY_MS
+            && self.drop_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(app = %self.app, dropped, "webhook dispatcher is {COMMAND_CAPACITY} events behind; events dropped");
+        }
+    }
+
+    /// Events dropped so far because the dispatcher was too far behind.
+    pub fn events_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Each endpoint's outcomes, in the order of the app's `[[apps.webhooks]]` entries.
+    pub fn outcomes(&self) -> impl Iterator<Item = &WebhookOutcomes> {
+        self.endpoints.iter().map(|endpoint| &endpoint.outcomes)
+    }
+
+    /// Events waiting in the outbox for the endpoint at `index` in the app's config.
+    pub async fn pending_count(&self, index: usize) -> Result<u64, OutboxError> {
+        let endpoint = self.endpoints.get(index).ok_or_else(|| OutboxError::Unavailable("no such endpoint".into()))?;
+        self.outbox.pending_count(&self.app, &endpoint.url).await
+    }
+
+    /// How many endpoints the app has.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// Up to `limit` dead letters of this app, oldest first.
@@ -77,7 +129,7 @@ impl WebhookSink {
 /// The running webhook tasks of one app: stop them with [`Webhooks::close`].
 #[derive(Debug)]
 pub struct Webhooks {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     dispatcher: JoinHandle<()>,
     senders: Vec<JoinHandle<()>>,
 }
@@ -85,11 +137,17 @@ pub struct Webhooks {
 impl Webhooks {
     /// Queues the held events (so a restart delivers them), then stops the senders. A request in
     /// flight is sent again after a restart.
+    /// `Close` waits for room in the channel (it is never dropped like an event), within the same
+    /// time limit as the answer.
     pub async fn close(self) {
         let (done, answer) = oneshot::channel();
-        if self.commands.send(Command::Close(done)).is_ok()
-            && tokio::time::timeout(CLOSE_TIMEOUT, answer).await.is_err()
-        {
+        let closed = async {
+            match self.commands.send(Command::Close(done)).await {
+                Ok(()) => answer.await.is_ok(),
+                Err(_) => true,
+            }
+        };
+        if !tokio::time::timeout(CLOSE_TIMEOUT, closed).await.unwrap_or(false) {
             tracing::warn!("held webhook events not queued in time");
         }
         self.dispatcher.abort();
@@ -102,6 +160,15 @@ impl Webhooks {
 /// Starts `app`'s webhook tasks (a dispatcher, one sender per endpoint) and attaches its sink.
 /// `None` when the app has no webhook.
 pub fn start(app: &App, outbox: Arc<dyn WebhookOutbox>, poster: Arc<dyn WebhookPoster>) -> Option<Webhooks> {
+    start_with_capacity(app, outbox, poster, COMMAND_CAPACITY)
+}
+
+fn start_with_capacity(
+    app: &App,
+    outbox: Arc<dyn WebhookOutbox>,
+    poster: Arc<dyn WebhookPoster>,
+    capacity: usize,
+) -> Option<Webhooks> {
     let config = &app.config;
     if config.webhooks.is_empty() {
         return None;
@@ -118,6 +185,7 @@ pub fn start(app: &App, outbox: Arc<dyn WebhookOutbox>, poster: Arc<dyn WebhookP
                 url: Arc::from(webhook.url.as_str()),
                 config: webhook.clone(),
                 wake: Notify::new(),
+                outcomes: WebhookOutcomes::default(),
             })
         })
         .collect();
@@ -125,7 +193,7 @@ pub fn start(app: &App, outbox: Arc<dyn WebhookOutbox>, poster: Arc<dyn WebhookP
         .iter()
         .map(|endpoint| tokio::spawn(sender::run(endpoint.clone(), outbox.clone(), poster.clone())))
         .collect();
-    let (commands, receiver) = mpsc::unbounded_channel();
+    let (commands, receiver) = mpsc::channel(capacity);
     let dispatcher = Dispatcher {
         app: app_id.clone(),
         delay: Duration::from_millis(config.webhook_leave_delay_ms),
@@ -139,7 +207,15 @@ pub fn start(app: &App, outbox: Arc<dyn WebhookOutbox>, poster: Arc<dyn WebhookP
     };
     let dispatcher = tokio::spawn(dispatcher.run(receiver));
     let wants = wanted_bits(&config.webhooks);
-    let sink = WebhookSink { commands: commands.clone(), wants, app: app_id, outbox, endpoints };
+    let sink = WebhookSink {
+        commands: commands.clone(),
+        wants,
+        app: app_id,
+        outbox,
+        endpoints,
+        dropped: AtomicU64::new(0),
+        drop_logged_ms: AtomicU64::new(0),
+    };
     if app.webhooks.set(sink).is_err() {
         tracing::warn!(app = %app.id(), "webhooks started twice; the second start is ignored");
     }
@@ -186,7 +262,7 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut ready = Vec::new();
         loop {
             let held = self.order.front().map(|(at, ..)| *at);
@@ -345,6 +421,7 @@ mod tests {
             url: URL.into(),
             config,
             wake: Notify::new(),
+            outcomes: WebhookOutcomes::default(),
         });
         let dispatcher = Dispatcher {
             app: "1".into(),
@@ -397,12 +474,12 @@ mod tests {
         until_ms: u64,
     ) -> Vec<String> {
         let (dispatcher, outbox) = dispatcher(delay_ms, kinds);
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let task = tokio::spawn(dispatcher.run(receiver));
         let start = Instant::now();
         for (at, event) in events.into_iter().filter(|(at, _)| *at <= until_ms) {
             tokio::time::sleep_until(start + Duration::from_millis(at)).await;
-            commands.send(Command::Event(event)).unwrap();
+            commands.send(Command::Event(event)).await.unwrap();
         }
         tokio::time::sleep_until(start + Duration::from_millis(until_ms)).await;
         tokio::task::yield_now().await;
@@ -461,6 +538,44 @@ mod tests {
         dispatcher.accept(vacated("a"), Instant::now(), &mut ready);
         dispatcher.append(ready).await;
         assert_eq!(queued(&outbox).await, json(&[vacated("a")]));
+    }
+
+    /// Refuses every request, so whatever is queued stays pending.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl WebhookPoster for Refusing {
+        fn post<'a>(&'a self, _: &'a super::super::WebhookRequest) -> super::super::PostFuture<'a> {
+            Box::pin(async { Ok(503) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_drops_and_counts_events_but_close_still_gets_through() {
+        let webhook = WebhookConfig { url: URL.into(), ..WebhookConfig::default() };
+        let config = crate::AppConfig {
+            webhooks: vec![webhook],
+            webhook_leave_delay_ms: 0,
+            ..crate::AppConfig::new("1", "k", "s")
+        };
+        let app = App::new(config);
+        let outbox = Arc::new(MemoryOutbox::default());
+        let webhooks = start_with_capacity(&app, outbox.clone(), Arc::new(Refusing), 4).unwrap();
+        let sink = app.webhook_sink().unwrap();
+        // Nothing has yielded yet, so the dispatcher has not taken a command: four fit, six do not.
+        for n in 0..10 {
+            sink.emit(occupied(&format!("c{n}")));
+        }
+        assert_eq!(sink.events_dropped(), 6);
+        sink.emit(WebhookEvent::SubscriptionCount { channel: "c0".into(), subscription_count: 1 });
+        assert_eq!(sink.events_dropped(), 6, "an unwanted kind is not sent, so not dropped either");
+        // The channel is still full: `close` waits for room instead of being dropped, and the held
+        // and accepted events are queued before it answers.
+        webhooks.close().await;
+        let names: Vec<String> = (0..4).map(|n| occupied(&format!("c{n}")).to_json()).collect();
+        assert_eq!(queued(&outbox).await, names);
+        assert_eq!(sink.pending_count(0).await, Ok(4));
+        assert_eq!(sink.events_dropped(), 6);
     }
 
     #[test]

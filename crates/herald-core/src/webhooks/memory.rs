@@ -51,6 +51,11 @@ impl WebhookOutbox for MemoryOutbox {
         Box::pin(async { Ok(found) })
     }
 
+    fn pending_count(&self, app: &str, url: &str) -> OutboxFuture<'_, u64> {
+        let count = self.inner.lock().queued.values().filter(|(a, u, _)| a == app && u == url).count() as u64;
+        Box::pin(async move { Ok(count) })
+    }
+
     fn delivered(&self, app: &str, url: &str, ids: Vec<u64>) -> OutboxFuture<'_, ()> {
         let mut inner = self.inner.lock();
         for id in ids {

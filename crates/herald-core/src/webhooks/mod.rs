@@ -231,6 +231,8 @@ pub trait WebhookOutbox: Send + Sync + std::fmt::Debug {
     fn append(&self, app: &str, url: &str, events: Vec<String>) -> OutboxFuture<'_, ()>;
     /// Up to `limit` of `url`'s queued events, oldest first.
     fn pending(&self, app: &str, url: &str, limit: usize) -> OutboxFuture<'_, Vec<Queued>>;
+    /// How many events are queued for `url` now (for `/metrics`: a count, no event is read).
+    fn pending_count(&self, app: &str, url: &str) -> OutboxFuture<'_, u64>;
     /// Removes delivered events.
     fn delivered(&self, app: &str, url: &str, ids: Vec<u64>) -> OutboxFuture<'_, ()>;
     /// Moves queued events to the dead letters.

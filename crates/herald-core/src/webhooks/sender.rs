@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 use super::{Queued, WebhookConfig, WebhookOutbox, millis, unix_ms};
+use crate::metrics::WebhookOutcomes;
 
 /// One signed webhook request.
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub(crate) struct Endpoint {
     pub url: Arc<str>,
     /// Notified when events were queued for this endpoint.
     pub wake: Notify,
+    /// What became of its requests, for `/metrics`.
+    pub outcomes: WebhookOutcomes,
 }
 
 impl Endpoint {
@@ -131,6 +134,7 @@ async fn deliver(endpoint: &Endpoint, outbox: &dyn WebhookOutbox, poster: &dyn W
     for attempt in 0u32.. {
         let reason = match tokio::time::timeout(millis(config.timeout_ms), poster.post(&request)).await {
             Ok(Ok(status)) if (200..300).contains(&status) => {
+                endpoint.outcomes.delivered(ids.len() as u64);
                 if let Err(error) = outbox.delivered(&endpoint.app, &endpoint.url, ids).await {
                     tracing::warn!(app = %endpoint.app, url = endpoint.shown(), "delivered webhook not removed (it will be sent again): {error}");
                 }
@@ -140,10 +144,15 @@ async fn deliver(endpoint: &Endpoint, outbox: &dyn WebhookOutbox, poster: &dyn W
             Ok(Err(error)) => error.to_string(),
             Err(_) => "timed out".to_owned(),
         };
+        endpoint.outcomes.failed();
         if started.elapsed() >= retry_for {
             tracing::warn!(app = %endpoint.app, url = endpoint.shown(), events = ids.len(), "webhook given up after {attempt} retries ({reason}); moved to dead letters");
-            if let Err(error) = outbox.bury(&endpoint.app, &endpoint.url, ids, &reason, unix_ms()).await {
-                tracing::warn!(app = %endpoint.app, url = endpoint.shown(), "webhook not moved to dead letters: {error}");
+            let events = ids.len() as u64;
+            match outbox.bury(&endpoint.app, &endpoint.url, ids, &reason, unix_ms()).await {
+                Ok(()) => endpoint.outcomes.dead_lettered(events),
+                Err(error) => {
+                    tracing::warn!(app = %endpoint.app, url = endpoint.shown(), "webhook not moved to dead letters: {error}");
+                }
             }
             return;
         }
@@ -216,6 +225,7 @@ mod tests {
             url: config.url.as_str().into(),
             config,
             wake: Notify::new(),
+            outcomes: WebhookOutcomes::default(),
         })
     }
 
@@ -225,10 +235,13 @@ mod tests {
         outbox.append("1", "http://hook.test/", vec![r#"{"n":1}"#.into(), r#"{"n":2}"#.into()]).await.unwrap();
         let poster = Arc::new(Flaky { failures: 5, ..Flaky::default() });
         let started = Instant::now();
-        let task = tokio::spawn(run(endpoint(300), outbox.clone(), poster.clone()));
+        let endpoint = endpoint(300);
+        let task = tokio::spawn(run(endpoint.clone(), outbox.clone(), poster.clone()));
         while poster.bodies.lock().len() < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        tokio::task::yield_now().await;
+        assert_eq!(endpoint.outcomes.get(), (2, 5, 0), "two events delivered after five failed requests");
         // Five failures: at least 50+100+200+400+500 ms of waiting (the lower half of each delay).
         assert!(started.elapsed() >= Duration::from_millis(1250), "{:?}", started.elapsed());
         task.abort();
@@ -244,11 +257,15 @@ mod tests {
         outbox.append("1", "http://hook.test/", vec![r#"{"n":1}"#.into()]).await.unwrap();
         let poster = Arc::new(Flaky { failures: usize::MAX, ..Flaky::default() });
         let started = Instant::now();
-        let task = tokio::spawn(run(endpoint(3), outbox.clone(), poster.clone()));
+        let endpoint = endpoint(3);
+        let task = tokio::spawn(run(endpoint.clone(), outbox.clone(), poster.clone()));
         while outbox.dead_letters("1", 10).await.unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         task.abort();
+        let (delivered, failed, dead) = endpoint.outcomes.get();
+        assert_eq!((delivered, dead), (0, 1));
+        assert_eq!(failed, u64::try_from(poster.calls.load(Ordering::SeqCst)).unwrap(), "every request failed");
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(5), "{elapsed:?}");
         let dead = outbox.dead_letters("1", 10).await.unwrap();

@@ -12,6 +12,11 @@
 //! same session (a re-poll, or a stream pusher-js reopened after 256 KiB) just continues. pusher-js
 //! says nothing when it goes away over HTTP, so a session with no receive request for
 //! `http_session_timeout_secs` is closed (presence members leave then).
+//!
+//! A session's end is counted like a WebSocket's (`herald_connections_closed_total`), once, when
+//! the session is gone: the code its outbox was closed with (4100 too slow, 4009, 4200 shutdown, …),
+//! else `peer`: a session nobody polled for `http_session_timeout_secs` is how pusher-js leaves over
+//! HTTP, like a WebSocket client that closed or vanished.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,8 +28,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use herald_core::metrics::CloseReason;
 use herald_core::outbox::Drained;
-use herald_core::{Connection, Session};
+use herald_core::{App, Connection, Session};
 use herald_protocol::{CloseCode, server_frame};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -66,6 +72,24 @@ struct HttpSession {
     idle_since: Mutex<Instant>,
     /// This session's place in its address's count, given back when the session is dropped.
     _slot: Option<IpSlot>,
+    /// Counts the session's end when dropped. Fields drop in order, so this last one runs after
+    /// `session` has undone its subscriptions, as on WebSocket.
+    _end: EndCount,
+}
+
+/// Counts an HTTP session's end, however it ended, exactly once: when it is dropped.
+#[derive(Debug)]
+struct EndCount {
+    app: Arc<App>,
+    connection: Arc<Connection>,
+}
+
+impl Drop for EndCount {
+    fn drop(&mut self) {
+        let reason =
+            self.connection.outbox.close_code().map_or(CloseReason::Peer, |code| CloseReason::Code(code.code()));
+        self.app.counters().connection_closed(reason);
+    }
 }
 
 /// The kind of request in the URL's last segment.
@@ -212,6 +236,7 @@ fn open(
 ) -> Result<Arc<HttpSession>, CloseCode> {
     let session = super::websocket::open_session(state, key, protocol)?;
     let connection = session.connection().clone();
+    let end = EndCount { app: session.app().clone(), connection: connection.clone() };
     let http = Arc::new(HttpSession {
         session: Mutex::new(session),
         connection,
@@ -220,6 +245,7 @@ fn open(
         receivers: AtomicUsize::new(0),
         idle_since: Mutex::new(Instant::now()),
         _slot: slot,
+        _end: end,
     });
     state.http_sessions.sessions.lock().insert((key.to_owned(), id.to_owned()), http.clone());
     Ok(http)

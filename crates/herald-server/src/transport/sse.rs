@@ -8,7 +8,9 @@
 //! `Last-Event-ID` (EventSource does it by itself; curl can pass `last_event_id=`) resumes each
 //! channel from there, or is told `"recovered":false` in that channel's `subscription_succeeded`.
 //! The consumer is an ordinary [`Session`] subscribed without a socket-id signature; presence
-//! channels and the user stream are not offered here.
+//! channels and the user stream are not offered here. A stream's end is counted like a WebSocket's
+//! (`herald_connections_closed_total`): the close code its outbox was closed with (4100, 4009, …),
+//! 4200 at shutdown, or `peer` when the consumer went away.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,9 +20,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use herald_core::metrics::CloseReason;
 use herald_core::outbox::Drained;
 use herald_core::{Session, SessionOpenError};
-use herald_protocol::{ChannelName, Resume};
+use herald_protocol::{ChannelName, CloseCode, Resume};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -176,29 +179,32 @@ fn stream(state: AppState, session: Session, mut positions: Positions, slot: Opt
     let (lines, receiver) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     tokio::spawn(async move {
         let connection = session.connection().clone();
+        let app = session.app().clone();
         let mut frames = Vec::new();
-        loop {
+        let end = loop {
             let drained = connection.outbox.drain(&mut frames);
-            session.app().counters().deliveries.add(frames.len() as u64);
+            app.counters().deliveries.add(frames.len() as u64);
             let text = render(&mut positions, frames.drain(..));
             if !text.is_empty() && lines.send(Ok(Bytes::from(text))).await.is_err() {
-                break;
+                break CloseReason::Peer;
             }
-            if let Drained::Close(_) = drained {
-                break;
+            if let Drained::Close(code) = drained {
+                break CloseReason::Code(code.code());
             }
             tokio::select! {
                 () = connection.outbox.ready() => {}
-                () = state.shutdown.cancelled() => break,
+                () = state.shutdown.cancelled() => break CloseReason::Code(CloseCode::Reconnect.code()),
                 () = tokio::time::sleep(HEARTBEAT) => {
                     if lines.send(Ok(Bytes::from_static(b": heartbeat\n\n"))).await.is_err() {
-                        break;
+                        break CloseReason::Peer;
                     }
                 }
-                () = lines.closed() => break,
+                () = lines.closed() => break CloseReason::Peer,
             }
-        }
+        };
+        // Counted once the session is gone, as on WebSocket.
         drop((session, slot));
+        app.counters().connection_closed(end);
     });
     let body = super::channel_body(receiver);
     let headers = [

@@ -1,4 +1,5 @@
-//! Admission control (docs/limits.md): connections per client address (HTTP 429), the node's
+//! Admission control (docs/limits.md): connections per client address (HTTP 429), behind trusted
+//! proxies the address they forward, the node's
 //! new-connection rate (HTTP 503 with `Retry-After`), connections that never subscribe (4009), and
 //! the refusal counters on `/metrics`. Every wait is for an answer, with a deadline; nothing sleeps
 //! in place of an event.
@@ -99,6 +100,81 @@ async fn one_address_holds_at_most_its_limit_while_another_connects_and_the_coun
     .await;
     assert!(matches!(handshake(&server).await, Handshake::Refused(429, _)), "the 101st is refused again");
     other.expect_nothing_pending().await;
+}
+
+/// A handshake from `source` carrying `X-Forwarded-For: forwarded` (none when empty).
+async fn handshake_forwarded(server: &TestServer, source: IpAddr, forwarded: &str) -> Handshake {
+    let headers: &[(&str, &str)] = if forwarded.is_empty() { &[] } else { &[("x-forwarded-for", forwarded)] };
+    match server.handshake_from(source, headers).await {
+        Ok(socket) => Handshake::Open(Box::new(socket)),
+        Err(tungstenite::Error::Http(response)) => refused(&response),
+        Err(error) => panic!("handshake failed: {error}"),
+    }
+}
+
+/// Opens exactly `limit` connections from `source` forwarding `forwarded`, then sees the next refused.
+async fn fill(server: &TestServer, source: IpAddr, forwarded: &str, limit: usize) -> Vec<Box<Socket>> {
+    let mut held = Vec::new();
+    for n in 0..limit {
+        match handshake_forwarded(server, source, forwarded).await {
+            Handshake::Open(socket) => held.push(socket),
+            Handshake::Refused(status, _) => panic!("{source} forwarding {forwarded:?}: #{n} refused with {status}"),
+        }
+    }
+    let next = handshake_forwarded(server, source, forwarded).await;
+    assert!(matches!(next, Handshake::Refused(429, _)), "{source} forwarding {forwarded:?}: #{limit} not refused");
+    held
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit_and_others_cannot_spoof_one() {
+    const LIMIT: usize = 3;
+    let settings =
+        format!("max_connections_per_ip = {LIMIT}\nmax_new_connections_per_sec = 0\ntrusted_proxies = [\"127.0.0.1\"]");
+    let server = TestServer::with_config(&config(&settings)).await;
+    let proxy = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (client_a, client_b) = ("203.0.113.1", "198.51.100.2");
+
+    // Through the proxy, client A holds its limit and no more, on every transport.
+    let held_a = fill(&server, proxy, client_a, LIMIT).await;
+    let sse = format!("/sse/{KEY}?channels=room");
+    let (status, _, body) = server.request_with_head("GET", &sse, &[("X-Forwarded-For", client_a)]).await;
+    assert_eq!(status, 429, "an SSE stream for A counts against A: {body}");
+    // Client B, through the same proxy, is another address, even if it claims to be A on the left.
+    let held_b = fill(&server, proxy, &format!("{client_a}, {client_b}"), LIMIT).await;
+    // The proxy's own requests (no header) are counted under the proxy.
+    let held_proxy = fill(&server, proxy, "", LIMIT).await;
+
+    // From a peer that is not a trusted proxy the header is ignored: every spoofed address counts
+    // under the peer, 127.0.0.2, which is refused past its limit whatever it claims.
+    let mut held_other = Vec::new();
+    for n in 0..LIMIT {
+        match handshake_forwarded(&server, OTHER_ADDRESS, &format!("192.0.2.{n}")).await {
+            Handshake::Open(socket) => held_other.push(socket),
+            Handshake::Refused(status, _) => panic!("untrusted #{n} refused with {status}"),
+        }
+    }
+    let spoofed = handshake_forwarded(&server, OTHER_ADDRESS, "192.0.2.200").await;
+    assert!(matches!(spoofed, Handshake::Refused(429, _)), "a spoofed header gave 127.0.0.2 a new address");
+    assert_eq!(metric(&server, "herald_connections_refused_total{reason=\"per_ip\"}").await, 5);
+
+    // A's places come back under the same key they were taken for.
+    for mut socket in held_a {
+        let _ = socket.close(None).await;
+    }
+    let mut again = Vec::new();
+    eventually("A has its places back", Duration::from_secs(10), async || {
+        while again.len() < LIMIT {
+            match handshake_forwarded(&server, proxy, client_a).await {
+                Handshake::Open(socket) => again.push(socket),
+                Handshake::Refused(status, _) => return Err(format!("{status} with {} open", again.len())),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    assert!(matches!(handshake_forwarded(&server, proxy, client_a).await, Handshake::Refused(429, _)));
+    drop((held_b, held_proxy, held_other));
 }
 
 #[tokio::test]

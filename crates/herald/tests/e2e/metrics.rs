@@ -320,3 +320,175 @@ async fn a_connection_closed_for_falling_behind_is_counted_with_its_dropped_fram
     .await;
     assert_eq!(series(&page, &dropped), 1, "the one event that did not fit");
 }
+
+/// One pusher-js HTTP fallback session (`xhr` long polls), driven by hand.
+struct XhrSession<'a> {
+    server: &'a TestServer,
+    base: String,
+}
+
+impl<'a> XhrSession<'a> {
+    /// Opens the session (`o`) and reads its `connection_established`.
+    async fn open(server: &'a TestServer, id: &str) -> Self {
+        let session = Self { server, base: format!("/pusher/app/{}/100/{id}", crate::support::KEY) };
+        assert_eq!(session.poll().await, "o\n");
+        let established = session.frames().await;
+        assert_eq!(established[0]["event"], "pusher:connection_established", "{established:?}");
+        session
+    }
+
+    /// One long poll's body (call it only when something is queued: an empty poll holds 20 s).
+    async fn poll(&self) -> String {
+        let (status, body) = self.server.http("POST", &format!("{}/xhr?protocol=7", self.base), "").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The frames of one poll, as JSON texts.
+    async fn frame_texts(&self) -> (Vec<String>, String) {
+        let body = self.poll().await;
+        let texts = body
+            .lines()
+            .filter_map(|line| line.strip_prefix('a'))
+            .flat_map(|array| serde_json::from_str::<Vec<String>>(array).unwrap())
+            .collect();
+        (texts, body)
+    }
+
+    async fn frames(&self) -> Vec<serde_json::Value> {
+        self.frame_texts().await.0.iter().map(|text| serde_json::from_str(text).unwrap()).collect()
+    }
+
+    async fn send(&self, frame: serde_json::Value) {
+        let body = serde_json::to_string(&[frame.to_string()]).unwrap();
+        let (status, answer) = self.server.http("POST", &format!("{}/xhr_send", self.base), &body).await;
+        assert_eq!(status, 204, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn queued_bytes_are_what_a_subscriber_that_stops_reading_has_waiting_and_http_closes_are_counted() {
+    let config = format!("[server]\nmax_queued_bytes = 2048\n\n{}", default_config());
+    let server = TestServer::with_config(&config).await;
+    let queued = format!("herald_outbox_queued_bytes{{app=\"{APP_ID}\"}}");
+    let xhr = XhrSession::open(&server, "abc").await;
+    xhr.send(json!({"event": "pusher:subscribe", "data": {"channel": "public-0"}})).await;
+    let joined = xhr.frames().await;
+    assert_eq!(joined[0]["event"], "pusher_internal:subscription_succeeded", "{joined:?}");
+    assert_eq!(series(&scrape(&server).await, &queued), 0, "everything was read");
+
+    // The session stops polling: each publish waits in its outbox (a publish answers once queued).
+    for n in 0..3 {
+        let (status, body) = server.publish(json!({"name": "e", "channel": "public-0", "data": n.to_string()})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let page = scrape(&server).await;
+    let waiting = series(&page, &queued);
+    assert_eq!(series(&page, &format!("herald_outbox_queued_frames{{app=\"{APP_ID}\"}}")), 3);
+    let (texts, body) = xhr.frame_texts().await;
+    assert_eq!(texts.len(), 3, "{body}");
+    assert_eq!(waiting, texts.iter().map(|t| t.len() as u64).sum::<u64>(), "the gauge is the bytes the poll got");
+    assert_eq!(series(&scrape(&server).await, &queued), 0, "and nothing once read");
+
+    // A publish bigger than the queue closes the session with 4100; the next poll tells it, and
+    // its end is counted with the same series and code as a WebSocket's.
+    let (status, body) = server.publish(json!({"name": "e", "channel": "public-0", "data": "x".repeat(3000)})).await;
+    assert_eq!(status, 200, "{body}");
+    let (texts, body) = xhr.frame_texts().await;
+    assert!(texts.is_empty() && body.contains("c[4100,"), "{body}");
+    let closed = format!("herald_connections_closed_total{{app=\"{APP_ID}\",reason=\"4100\"}}");
+    let connections = format!("herald_connections{{app=\"{APP_ID}\"}}");
+    let dropped = format!("herald_messages_dropped_total{{app=\"{APP_ID}\",reason=\"4100\"}}");
+    let page = eventually("the HTTP session gone and counted", SETTLE_WITHIN, async || {
+        let page = scrape(&server).await;
+        let gone = series(&page, &closed) == 1 && series(&page, &connections) == 0;
+        if gone { Ok(page) } else { Err(format!("{page:?}")) }
+    })
+    .await;
+    assert_eq!(series(&page, &dropped), 1, "the event that did not fit");
+    assert!(!page.keys().any(|s| s.starts_with("herald_connections_closed_total") && s.contains("peer")));
+}
+
+#[tokio::test]
+async fn an_sse_stream_closed_for_falling_behind_is_counted_like_a_websocket() {
+    let config = format!("[server]\nmax_queued_bytes = 2048\n\n{}", default_config());
+    let server = TestServer::with_config(&config).await;
+    let mut stream = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+    let request = format!("GET /sse/{}?channels=public-0 HTTP/1.1\r\nHost: x\r\n\r\n", crate::support::KEY);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("subscription_succeeded") {
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(SETTLE_WITHIN, tokio::io::AsyncReadExt::read(&mut stream, &mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "stream ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buffer[..read]);
+    }
+    let (status, body) = server.publish(json!({"name": "e", "channel": "public-0", "data": "x".repeat(3000)})).await;
+    assert_eq!(status, 200, "{body}");
+    let closed = format!("herald_connections_closed_total{{app=\"{APP_ID}\",reason=\"4100\"}}");
+    let connections = format!("herald_connections{{app=\"{APP_ID}\"}}");
+    eventually("the SSE stream gone and counted", SETTLE_WITHIN, async || {
+        let page = scrape(&server).await;
+        let gone = series(&page, &closed) == 1 && series(&page, &connections) == 0;
+        if gone { Ok(()) } else { Err(format!("{page:?}")) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn job_counts_by_state_are_read_from_the_store_at_scrape_time() {
+    let config = format!("{}[[apps.queues]]\nname = \"reports\"\n", default_config());
+    let server = TestServer::with_config(&config).await;
+    let gauge = |state: &str| format!("herald_jobs{{app=\"{APP_ID}\",queue=\"reports\",state=\"{state}\"}}");
+    let page = scrape(&server).await;
+    assert_eq!(page.get(&gauge("queued")), Some(&0), "an empty queue is shown");
+    for n in 0..3 {
+        let body = json!({"payload": {"n": n}}).to_string();
+        let (status, answer) = server.api("POST", &format!("/apps/{APP_ID}/queues/reports/jobs"), &[], &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let page = scrape(&server).await;
+    assert_eq!((series(&page, &gauge("queued")), series(&page, &gauge("running"))), (3, 0));
+    let (status, answer) =
+        server.api("POST", &format!("/apps/{APP_ID}/queues/reports/claim"), &[], r#"{"wait_secs":0}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let page = scrape(&server).await;
+    assert_eq!((series(&page, &gauge("queued")), series(&page, &gauge("running"))), (2, 1));
+    let errors = format!("herald_metrics_scrape_errors_total{{app=\"{APP_ID}\",source=\"jobs\"}}");
+    assert_eq!(page.get(&errors), Some(&0));
+}
+
+#[tokio::test]
+async fn webhook_events_an_endpoint_refuses_are_shown_pending_by_endpoint_index_never_url() {
+    // A port nobody listens on: every request fails to connect.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{closed_port}/hook?token=do-not-show");
+    let config = format!(
+        "{}webhook_leave_delay_ms = 0\n\
+         [[apps.webhooks]]\nurl = \"{url}\"\nbackoff_base_ms = 50\nbackoff_cap_ms = 200\nretry_for_secs = 600\n\
+         [[apps.webhooks]]\nurl = \"http://127.0.0.1:{closed_port}/other\"\nevent_types = [\"member_added\"]\n",
+        default_config()
+    );
+    let server = TestServer::with_config(&config).await;
+    let mut client = server.client().await;
+    let first = client.subscribe("public-0").await;
+    confirmed(&mut client, "public-0", first).await;
+    let pending = |index: u32| format!("herald_webhook_events_pending{{app=\"{APP_ID}\",endpoint=\"{index}\"}}");
+    let failed = format!("herald_webhook_requests_failed_total{{app=\"{APP_ID}\",endpoint=\"0\"}}");
+    let page = eventually("channel_occupied pending and retried", SETTLE_WITHIN, async || {
+        let page = scrape(&server).await;
+        let seen = (series(&page, &pending(0)), series(&page, &failed));
+        if seen.0 == 1 && seen.1 >= 2 { Ok(page) } else { Err(format!("pending, failed: {seen:?}")) }
+    })
+    .await;
+    assert_eq!(page.get(&pending(1)), Some(&0), "the other endpoint wants none of it");
+    let delivered = format!("herald_webhook_events_delivered_total{{app=\"{APP_ID}\",endpoint=\"0\"}}");
+    let dead = format!("herald_webhook_events_dead_lettered_total{{app=\"{APP_ID}\",endpoint=\"0\"}}");
+    let dropped = format!("herald_webhook_events_dropped_total{{app=\"{APP_ID}\"}}");
+    assert_eq!((page.get(&delivered), page.get(&dead), page.get(&dropped)), (Some(&0), Some(&0), Some(&0)));
+    let (_, text) = server.http("GET", "/metrics", "").await;
+    assert!(!text.contains("do-not-show") && !text.contains("/hook"), "a webhook url is never a label");
+}

@@ -122,6 +122,28 @@ impl TestServer {
         client
     }
 
+    /// A raw WebSocket handshake to the test app from `source` with extra request headers (such as
+    /// `X-Forwarded-For`), nothing read yet: the socket, or how the handshake failed (a refusal
+    /// before the upgrade is `tungstenite::Error::Http` with the response).
+    pub async fn handshake_from(
+        &self,
+        source: std::net::IpAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+        let stream = socket.connect(self.addr.parse().unwrap()).await.unwrap();
+        let mut request = format!("ws://{}/app/{KEY}?protocol=7", self.addr).into_client_request().unwrap();
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().append(name, HeaderValue::from_str(value).unwrap());
+        }
+        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+        tokio::time::timeout(TIMEOUT, handshake).await.expect("handshake timed out").map(|(ws, _)| ws)
+    }
+
     /// A raw connection: nothing read yet.
     pub async fn connect(&self, key: &str, query: &str) -> TestClient {
         let url = format!("ws://{}/app/{key}?{query}", self.addr);
