@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod session;
 pub mod store;
+mod subscriptions;
 pub mod users;
 pub mod webhooks;
 

@@ -3,7 +3,8 @@
 //! Publishers push shared `Bytes` and never wait; the connection's own task drains everything that
 //! is waiting and writes it in one flush. The queue is bounded by bytes: a connection that falls
 //! further behind is marked for closing with [`CloseCode::OverCapacity`] instead of growing memory or
-//! slowing anyone else. The queue allocates nothing until the first frame arrives, so an idle
+//! slowing anyone else. One waiting frame (the usual case: a wakeup per event) is held inline;
+//! only a burst allocates, and the writer takes that allocation away with the frames, so an idle
 //! connection costs only this struct.
 
 use std::collections::VecDeque;
@@ -25,11 +26,49 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: Frames,
     bytes: usize,
     close: Option<CloseCode>,
     /// Frames thrown away because the connection was closing (counted under the lock already held).
     dropped: u64,
+}
+
+/// Frames in order: the oldest inline, the rest (a burst) in a queue allocated only when needed.
+#[derive(Debug, Default)]
+pub struct Frames {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Frames {
+    fn push_back(&mut self, frame: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl IntoIterator for Frames {
+    type Item = Bytes;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Bytes>, std::collections::vec_deque::IntoIter<Bytes>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
 }
 
 /// What a drain found besides frames.
@@ -116,18 +155,23 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
-    /// Moves every waiting frame into `out` and reports whether the connection must close.
-    pub fn drain(&self, out: &mut Vec<Bytes>) -> Drained {
+    /// Takes every waiting frame and reports whether the connection must close.
+    pub fn take(&self) -> (Frames, Drained) {
         let mut state = self.state.lock();
-        out.extend(state.frames.drain(..));
+        let frames = std::mem::take(&mut state.frames);
         state.bytes = 0;
-        if state.frames.capacity() > 64 {
-            state.frames = VecDeque::new();
-        }
-        match state.close {
+        let drained = match state.close {
             Some(code) => Drained::Close(code),
             None => Drained::Open,
-        }
+        };
+        (frames, drained)
+    }
+
+    /// Moves every waiting frame into `out` and reports whether the connection must close.
+    pub fn drain(&self, out: &mut Vec<Bytes>) -> Drained {
+        let (frames, drained) = self.take();
+        out.extend(frames);
+        drained
     }
 
     /// Passes a wake-up on: a reader that stops waiting without handling one calls this so that

@@ -6,7 +6,6 @@
 //! only this connection. Dropping the session undoes everything it registered, whatever the reason
 //! the connection ended.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use herald_protocol::client_message::{ClientEvent, JobGet, JobSubmit, MarkRead, Signin, Subscribe};
@@ -28,6 +27,7 @@ use crate::jobs::service::SubmitJob;
 use crate::metrics::PublishSource;
 use crate::presence::MemberJoin;
 use crate::rate_limit::TokenBucket;
+use crate::subscriptions::Subscriptions;
 use crate::webhooks::WebhookEventKind;
 
 /// Room for the envelope around the largest allowed event data.
@@ -37,7 +37,7 @@ const ENVELOPE_ALLOWANCE: usize = 2048;
 pub struct Session {
     app: Arc<App>,
     connection: Arc<Connection>,
-    subscriptions: HashMap<Arc<str>, Subscription>,
+    subscriptions: Subscriptions<Subscription>,
     user: Option<SignedIn>,
     client_events: TokenBucket,
     authorized: bool,
@@ -127,7 +127,7 @@ impl Session {
         Ok(Self {
             app,
             connection,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             user: None,
             client_events,
             authorized: false,
@@ -273,9 +273,10 @@ impl Session {
             _ => None,
         };
         let member = match (already, member) {
-            (true, _) => self.subscriptions[channel.as_str()]
-                .member
-                .clone()
+            (true, _) => self
+                .subscriptions
+                .get(channel.as_str())
+                .and_then(|s| s.member.clone())
                 .map(|user_id| MemberJoin { user_id, user_info: None }),
             (false, member) => member,
         };

@@ -9,6 +9,7 @@
 //! node-wide admission (rate, per address: [`crate::admission`]) answers before it, with HTTP.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -16,18 +17,22 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_core::metrics::CloseReason;
-use herald_core::outbox::Drained;
+use herald_core::outbox::{Drained, Frames};
 use herald_core::{Session, SessionOpenError};
 use herald_protocol::{CloseCode, ErrorCode, server_frame};
 use tokio::time::{Duration, Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::admission::{ClientIp, RefusedReason};
-use crate::state::AppState;
+use crate::admission::{ClientIp, IpSlot, RefusedReason};
+use crate::config::ServerConfig;
+use crate::state::{AppState, ClosePacer};
 
 /// Protocol versions whose frames Herald speaks.
 const SUPPORTED_PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
-/// Read buffer per socket: small, because most connections are idle (CRATES.md, measured).
-const READ_BUFFER_BYTES: usize = 1024;
+/// Read buffer per socket: small, because most connections are idle and client frames are small
+/// (CRATES.md; a longer frame is read in several chunks). Measured in BENCHMARKS.md.
+const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 8192;
 /// The `pusher:error` 4009 message for a connection holding no subscription by `subscribe_within_secs`.
 const NO_SUBSCRIPTION: &str = "no subscription in time";
@@ -44,29 +49,43 @@ pub async fn upgrade(
         Ok(slot) => slot,
         Err(refusal) => return refusal.into_response(),
     };
+    // The URL's parts are used here and dropped: they cost nothing while the connection idles.
+    let opened = open_session(&state, &key, query.get("protocol").map(String::as_str));
     let max_message = state.max_ws_message_bytes();
+    let admitted = Box::new(Admitted { state, slot, opened });
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(state.settings.max_queued_bytes.max(WRITE_BUFFER_BYTES * 2))
+        .max_write_buffer_size(admitted.state.settings.max_queued_bytes.max(WRITE_BUFFER_BYTES * 2))
         .max_message_size(max_message)
         .max_frame_size(max_message)
-        .on_upgrade(move |socket| async move {
-            accept(state, socket, key, query).await;
-            drop(slot);
-        })
+        .on_upgrade(move |socket| admitted.start(socket))
 }
 
-async fn accept(state: AppState, mut socket: WebSocket, key: String, query: HashMap<String, String>) {
-    // The URL's parts are dropped before the connection settles in, so they cost nothing while idle.
-    let opened = open_session(&state, &key, query.get("protocol").map(String::as_str));
-    drop((key, query));
-    match opened {
-        Ok(session) => {
-            let _guard = state.tracker.token();
-            Connection::new(socket, session, &state).run().await;
+/// What a connection was given before its upgrade. It and the socket go into one allocation that
+/// the connection's task only points to: a future keeps every value it captures for its whole
+/// life, so values moved through nested futures would otherwise be kept two or three times over
+/// (measured with `-Zprint-type-sizes`: 3.7 KiB of task per idle connection before, see
+/// BENCHMARKS.md).
+struct Admitted {
+    state: AppState,
+    slot: Option<IpSlot>,
+    opened: Result<Session, CloseCode>,
+}
+
+impl Admitted {
+    fn start(self: Box<Self>, socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+        let Admitted { state, slot, opened } = *self;
+        let next = match opened {
+            Ok(session) => Ok(Box::new(Connection::new(socket, session, state, slot))),
+            Err(code) => Err((Box::new(socket), code)),
+        };
+        async move {
+            match next {
+                Ok(connection) => connection.run().await,
+                Err((mut socket, code)) => refuse(&mut socket, code).await,
+            }
         }
-        Err(code) => refuse(&mut socket, code).await,
     }
 }
 
@@ -115,26 +134,44 @@ enum End {
     Close(u16, &'static str),
 }
 
-struct Connection<'a> {
+struct Connection {
     socket: WebSocket,
     session: Session,
-    state: &'a AppState,
-    batch: Vec<Bytes>,
+    /// What the connection uses of the node's state (not all of it: it is kept per connection).
+    settings: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+    close_pacer: Arc<ClosePacer>,
+    /// Held for the connection's life: its place in its address's count, and in the tracker that
+    /// a graceful shutdown waits on.
+    _slot: Option<IpSlot>,
+    _tracked: TaskTrackerToken,
     last_seen: Instant,
     ping_sent: Option<Instant>,
     /// Until checked: when the connection must hold a subscription (`subscribe_within_secs`).
     subscribe_by: Option<Instant>,
 }
 
-impl<'a> Connection<'a> {
-    fn new(socket: WebSocket, session: Session, state: &'a AppState) -> Self {
+impl Connection {
+    fn new(socket: WebSocket, session: Session, state: AppState, slot: Option<IpSlot>) -> Self {
         let now = Instant::now();
         let within = state.settings.subscribe_within_secs;
         let subscribe_by = (within > 0).then(|| now + Duration::from_secs(within));
-        Self { socket, session, state, batch: Vec::new(), last_seen: now, ping_sent: None, subscribe_by }
+        let tracked = state.tracker.token();
+        Self {
+            socket,
+            session,
+            settings: state.settings.clone(),
+            shutdown: state.shutdown.clone(),
+            close_pacer: state.close_pacer.clone(),
+            _slot: slot,
+            _tracked: tracked,
+            last_seen: now,
+            ping_sent: None,
+            subscribe_by,
+        }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         let end = self.serve().await;
         let counted = match end {
             End::Gone => CloseReason::Peer,
@@ -143,7 +180,7 @@ impl<'a> Connection<'a> {
         let app = self.session.app().clone();
         if let End::Close(code, reason) = end {
             // Bounded like every write: a peer that does not read does not get to hold the task.
-            let limit = Duration::from_secs(self.state.settings.pong_timeout_secs);
+            let limit = Duration::from_secs(self.settings.pong_timeout_secs);
             let _ = tokio::time::timeout(limit, self.socket.send(close_message(code, reason))).await;
         }
         // Counted once the session is gone, so a counted close has left no subscription behind.
@@ -155,7 +192,7 @@ impl<'a> Connection<'a> {
         let connection = self.session.connection().clone();
         // Both futures live across iterations: re-creating them on every wakeup would register
         // with the shared shutdown token and the timer wheel each time (measured in BENCHMARKS.md).
-        let mut stopping = std::pin::pin!(self.state.shutdown.clone().cancelled_owned());
+        let mut stopping = std::pin::pin!(self.shutdown.clone().cancelled_owned());
         let mut timer = std::pin::pin!(sleep_until(self.next_deadline()));
         loop {
             if let Some(end) = self.write_pending().await {
@@ -185,16 +222,16 @@ impl<'a> Connection<'a> {
 
     /// Writes everything queued, then flushes once.
     async fn write_pending(&mut self) -> Option<End> {
-        let drained = self.session.connection().outbox.drain(&mut self.batch);
-        if !self.batch.is_empty() {
-            let frames = self.batch.len() as u64;
+        let (frames, drained) = self.session.connection().outbox.take();
+        if !frames.is_empty() {
+            let count = frames.len() as u64;
             // A peer that stops reading (or vanished without a FIN) must not hold this task, its
             // presence and its sign-in forever: a write that cannot finish in the pong timeout
             // ends the connection.
-            let limit = Duration::from_secs(self.state.settings.pong_timeout_secs);
-            match tokio::time::timeout(limit, self.write_batch()).await {
+            let limit = Duration::from_secs(self.settings.pong_timeout_secs);
+            match tokio::time::timeout(limit, self.write_batch(frames)).await {
                 // Counted once per flush, on this thread's slot: nothing shared per frame.
-                Ok(true) => self.session.app().counters().deliveries.add(frames),
+                Ok(true) => self.session.app().counters().deliveries.add(count),
                 Ok(false) => return Some(End::Gone),
                 Err(_) => {
                     tracing::info!(socket_id = %self.session.connection().socket_id, "write stalled; dropping connection");
@@ -209,8 +246,8 @@ impl<'a> Connection<'a> {
     }
 
     /// Feeds every drained frame, then flushes once; false if the socket failed.
-    async fn write_batch(&mut self) -> bool {
-        for frame in self.batch.drain(..) {
+    async fn write_batch(&mut self, frames: Frames) -> bool {
+        for frame in frames {
             if self.socket.feed(text_message(frame)).await.is_err() {
                 return false;
             }
@@ -261,7 +298,7 @@ impl<'a> Connection<'a> {
 
     /// When to ping, or (a ping sent) when to give up on the pong.
     fn liveness_deadline(&self) -> Instant {
-        let settings = &self.state.settings;
+        let settings = &self.settings;
         match self.ping_sent {
             Some(sent) => sent + Duration::from_secs(settings.pong_timeout_secs),
             None => self.last_seen + Duration::from_secs(settings.activity_timeout_secs),
@@ -294,7 +331,7 @@ impl<'a> Connection<'a> {
             return None;
         }
         match self.ping_sent {
-            Some(sent) if now >= sent + Duration::from_secs(self.state.settings.pong_timeout_secs) => {
+            Some(sent) if now >= sent + Duration::from_secs(self.settings.pong_timeout_secs) => {
                 let code = CloseCode::PongNotReceived;
                 Some(End::Close(code.code(), code.reason()))
             }
@@ -309,7 +346,7 @@ impl<'a> Connection<'a> {
 
     /// Waits for this connection's turn (closes are paced), then asks the client to reconnect.
     async fn drain_for_shutdown(&mut self) -> End {
-        self.state.close_pacer.wait_turn().await;
+        self.close_pacer.wait_turn().await;
         let _ = self.write_pending().await;
         let code = CloseCode::Reconnect;
         let _ = self.socket.feed(text_message(server_frame::error(code.code(), code.reason()))).await;
@@ -317,7 +354,7 @@ impl<'a> Connection<'a> {
     }
 }
 
-impl Drop for Connection<'_> {
+impl Drop for Connection {
     fn drop(&mut self) {
         tracing::debug!(socket_id = %self.session.connection().socket_id, "connection closed");
     }
