@@ -171,11 +171,16 @@ pub enum BenchScenario {
     /// Hold N subscribed connections; report server memory per connection and connect rate.
     ///
     /// Needs --server-pid (memory is read from /proc/<pid>/status). Connections join 1,000
-    /// channels (idle-0 .. idle-999) and are held 2 s after the last one before measuring.
+    /// channels (idle-0 .. idle-999) and are held --hold-secs after the last one before
+    /// measuring. With a long hold, several generators against several nodes show how many
+    /// connections a cluster holds at once.
     Idle {
         /// Connections to open and subscribe.
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
+        /// Seconds to hold every connection open after the last one subscribed (at most 3,600).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3600))]
+        hold_secs: u64,
     },
     /// N subscribers on one channel; publish at RATE/s for SECONDS; report latency and loss.
     ///

@@ -9,13 +9,14 @@ use super::client::connect_subscribed;
 use super::{report, rss_bytes};
 use crate::cli::BenchArgs;
 
-pub async fn run(args: &BenchArgs, connections: usize) -> anyhow::Result<()> {
+pub async fn run(args: &BenchArgs, connections: usize, hold_secs: u64) -> anyhow::Result<()> {
     let pid = args.server_pid.context("bench idle needs --server-pid to read the server's memory")?;
     let before = rss_bytes(pid)?;
     let start = Instant::now();
     let sockets = connect_subscribed(args, connections, |i| format!("idle-{}", i % 1000)).await?;
     let connect_secs = start.elapsed().as_secs_f64();
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // let allocator and kernel settle
+    // Held, also so that the allocator and the kernel settle before the measure.
+    tokio::time::sleep(std::time::Duration::from_secs(hold_secs)).await;
     let after = rss_bytes(pid)?;
     let per_connection = after.saturating_sub(before) as f64 / connections as f64;
     report::print(

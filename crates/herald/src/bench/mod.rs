@@ -33,7 +33,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match &args.scenario {
-            BenchScenario::Idle { connections } => idle::run(&args, *connections).await,
+            BenchScenario::Idle { connections, hold_secs } => idle::run(&args, *connections, *hold_secs).await,
             BenchScenario::Fanout { subscribers, rate, seconds, payload } => {
                 fanout::run(&args, *subscribers, *rate, *seconds, *payload).await
             }
