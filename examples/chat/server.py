@@ -18,6 +18,9 @@ or HTTP long-polling) and to this backend for everything that must be decided or
 There are no passwords: the user is whoever the page says it is. It is a demo; a real app takes
 the user from its session.
 
+Signatures come from examples/common/herald_api.py, the http.server plumbing (static files,
+bodies, the server loop) from examples/common/app_server.py.
+
 Run with `./run` (Herald and this backend), or alone:
   python3 server.py --port 8000 --db /tmp/chat.sqlite3
 with HERALD_URL, HERALD_APP_ID, HERALD_APP_KEY, HERALD_APP_SECRET and
@@ -29,13 +32,11 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import mimetypes
 import os
 import sqlite3
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -44,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "common"))
 sys.path.insert(0, str(HERE))
 
+from app_server import AppHandler, serve, signin_answer  # noqa: E402
 from herald_api import Herald, HeraldError  # noqa: E402
 import parse  # noqa: E402
 import secretbox  # noqa: E402
@@ -214,36 +216,17 @@ class Chat:
         return message
 
 
-def make_handler(chat: Chat) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def make_handler(chat: Chat) -> type[AppHandler]:
+    class Handler(AppHandler):
         server_version = "herald-chat/1"
         protocol_version = "HTTP/1.1"
+        static_dir = STATIC
+        content_types = {".js": "application/javascript", ".svg": "image/svg+xml"}
+        extra_headers = {"X-Content-Type-Options": "nosniff"}
+        access_log_env = "CHAT_LOG"
 
-        def log_message(self, fmt: str, *args: Any) -> None:  # quiet unless asked
-            if os.environ.get("CHAT_LOG"):
-                super().log_message(fmt, *args)
-
-        def send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def json(self, value: Any, status: int = 200) -> None:
-            self.send(status, json.dumps(value).encode(), "application/json")
-
-        def error(self, status: int, message: str) -> None:
-            self.json({"error": message}, status)
-
-        def body(self) -> dict[str, Any]:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length).decode() if length else ""
-            if (self.headers.get("Content-Type") or "").startswith("application/json"):
-                return json.loads(raw or "{}")
-            return {k: v[0] for k, v in parse_qs(raw).items()}
+        def not_found(self) -> None:
+            self.send_error_json(404, "not found")
 
         def user(self, fields: dict[str, Any]) -> str | None:
             user = fields.get("user") or self.headers.get("X-Demo-User")
@@ -254,88 +237,76 @@ def make_handler(chat: Chat) -> type[BaseHTTPRequestHandler]:
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             path = url.path
             try:
-                if path in ("/", "/index.html"):
-                    return self.static("index.html")
-                if path.startswith("/static/"):
-                    return self.static(path[len("/static/"):])
+                if self.serve_static(path):
+                    return None
                 if path.startswith("/users/"):
                     who = unquote(path[len("/users/"):])
                     if who not in USERS:
-                        return self.error(404, "no such user")
+                        return self.send_error_json(404, "no such user")
                     page = f"<!doctype html><meta charset=utf-8><title>{html.escape(USERS[who])}</title>" \
                            f"<h1>{html.escape(USERS[who])}</h1><p>@{html.escape(who)}</p>"
                     return self.send(200, page.encode(), "text/html; charset=utf-8")
                 user = self.user(query)
                 if path == "/healthz":
-                    return self.json({"ok": True})
+                    return self.send_json(200, {"ok": True})
                 if user is None:
-                    return self.error(401, "who are you? (?user=ann|bob|cy)")
+                    return self.send_error_json(401, "who are you? (?user=ann|bob|cy)")
                 if path == "/api/me":
-                    return self.json(chat.me(user))
+                    return self.send_json(200, chat.me(user))
                 if path == "/api/mentions":
-                    return self.json({"mentions": chat.store.mentions(user)})
+                    return self.send_json(200, {"mentions": chat.store.mentions(user)})
                 if path.startswith("/api/topics/") and path.endswith("/messages"):
                     topic_id = unquote(path[len("/api/topics/"):-len("/messages")])
                     group, _, topic = topic_id.partition(".")
                     channel = topic_channel(group, topic)
                     if not may_join(user, channel):
-                        return self.error(403, "not a member")
-                    return self.json({"messages": chat.store.messages(channel)})
+                        return self.send_error_json(403, "not a member")
+                    return self.send_json(200, {"messages": chat.store.messages(channel)})
                 if path.startswith("/api/dms/") and path.endswith("/messages"):
                     peer = unquote(path[len("/api/dms/"):-len("/messages")])
                     if peer not in USERS or peer == user:
-                        return self.error(404, "no such conversation")
-                    return self.json({"messages": chat.store.messages(dm_channel(user, peer))})
-                return self.error(404, "not found")
+                        return self.send_error_json(404, "no such conversation")
+                    return self.send_json(200, {"messages": chat.store.messages(dm_channel(user, peer))})
+                return self.send_error_json(404, "not found")
             except HeraldError as e:
-                return self.error(502, str(e))
+                return self.send_error_json(502, str(e))
 
         def do_POST(self) -> None:  # noqa: N802
             path = urlsplit(self.path).path
-            try:
-                fields = self.body()
-            except (ValueError, UnicodeDecodeError):
-                return self.error(400, "bad body")
+            fields = self.read_body(max_bytes=None, allow_json=True)
+            if fields is None:
+                return None  # answered: 400 bad body
             user = self.user(fields)
             if user is None:
-                return self.error(401, "who are you?")
+                return self.send_error_json(401, "who are you?")
             try:
                 if path == "/auth":
                     channel = str(fields.get("channel_name", ""))
                     socket_id = str(fields.get("socket_id", ""))
                     if not may_join(user, channel):
-                        return self.error(403, f"{user} may not join {channel}")
+                        return self.send_error_json(403, f"{user} may not join {channel}")
                     presence = {"user_id": user, "user_info": {"name": USERS[user]}} if channel.startswith("presence-") else None
-                    return self.json(chat.herald.authorize_channel(socket_id, channel, presence))
+                    return self.send_json(200, chat.herald.authorize_channel(socket_id, channel, presence))
                 if path == "/signin":
-                    return self.json(chat.herald.sign_in(str(fields.get("socket_id", "")), {"id": user, "user_info": {"name": USERS[user]}}))
+                    return self.send_json(200, signin_answer(chat.herald, str(fields.get("socket_id", "")), user, USERS[user]))
                 text = str(fields.get("text", "")).strip()
                 action_id = fields.get("action_id")
                 action_id = str(action_id)[:100] if action_id else None
                 if path in ("/api/messages",) or path.startswith("/api/dms/"):
                     if not text:
-                        return self.error(400, "empty message")
+                        return self.send_error_json(400, "empty message")
                     if len(text) > MAX_MESSAGE_CHARS:
-                        return self.error(413, f"at most {MAX_MESSAGE_CHARS} characters")
+                        return self.send_error_json(413, f"at most {MAX_MESSAGE_CHARS} characters")
                 if path == "/api/messages":
-                    return self.json({"message": chat.post(user, str(fields.get("topic", "")), text, action_id)})
+                    return self.send_json(200, {"message": chat.post(user, str(fields.get("topic", "")), text, action_id)})
                 if path.startswith("/api/dms/"):
                     peer = unquote(path[len("/api/dms/"):])
-                    return self.json({"message": chat.send_dm(user, peer, text, action_id)})
-                return self.error(404, "not found")
+                    return self.send_json(200, {"message": chat.send_dm(user, peer, text, action_id)})
+                return self.send_error_json(404, "not found")
             except PermissionError as e:
-                return self.error(403, str(e))
+                return self.send_error_json(403, str(e))
             except HeraldError as e:
-                return self.error(502, str(e))
-
-        def static(self, name: str) -> None:
-            target = (STATIC / name).resolve()
-            if STATIC not in target.parents or not target.is_file():
-                return self.error(404, "not found")
-            ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-            if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
-                ctype += "; charset=utf-8"
-            return self.send(200, target.read_bytes(), ctype)
+                return self.send_error_json(502, str(e))
 
     return Handler
 
@@ -349,23 +320,13 @@ def main() -> None:
     parser.add_argument("--herald-public-url", default=os.environ.get("HERALD_PUBLIC_URL"),
                         help="Herald's address as browsers reach it (default: HERALD_URL)")
     args = parser.parse_args()
-    mimetypes.add_type("application/javascript", ".js")
-    mimetypes.add_type("image/svg+xml", ".svg")
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("HERALD_ENCRYPTION_MASTER_KEY_BASE64"):  # a clear message, not a failed DM later
         sys.exit("HERALD_ENCRYPTION_MASTER_KEY_BASE64 (32 random bytes, base64) is needed for DMs")
     herald = Herald.from_env()
     chat = Chat(herald, Store(args.db), args.herald_public_url or herald.url)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(chat))
-    server.daemon_threads = True
-    host, port = server.server_address[:2]
-    print(f"chat backend on http://{host}:{port}/ (Herald at {herald.url}, app {herald.app_id})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(make_handler(chat), args.host, args.port,
+          lambda host, port: f"chat backend on http://{host}:{port}/ (Herald at {herald.url}, app {herald.app_id})")
 
 
 if __name__ == "__main__":

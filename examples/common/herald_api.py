@@ -3,12 +3,15 @@
 Herald speaks the Pusher HTTP API, so any Pusher server SDK publishes events; this module exists
 because the example backends also use Herald's own routes (jobs, feeds, read cursors) and should
 run with nothing installed. It signs requests (Pusher request signing, auth_version 1.0) and
-answers the browser's channel and sign-in authorisation requests.
+answers the browser's channel and sign-in authorisation requests. For the workers it also says
+which failures are worth retrying (is_transient), how long to wait before the next try (Backoff),
+and claims jobs from a queue one after another (claim_jobs).
 
     herald = Herald.from_env()
     herald.call("POST", "/events", {"name": "message", "channels": ["chat"], "data": "{}"})
     auth = herald.authorize_channel(socket_id, "private-chat")        # -> {"auth": "key:sig"}
     auth = herald.sign_in(socket_id, {"id": "alice"})                  # -> {"auth", "user_data"}
+    for job in claim_jobs(herald, "queries", log=print): ...          # {"id", "lease", "payload", ...}
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -116,3 +121,54 @@ class Herald:
         user_data = json.dumps(user, separators=(",", ":"))
         signature = self._hmac(f"{socket_id}::user::{user_data}")
         return {"auth": f"{self.key}:{signature}", "user_data": user_data}
+
+
+def is_transient(e: HeraldError) -> bool:
+    """Worth retrying: Herald could not be reached (status 0), is overloaded (429) or failed (5xx)."""
+    return e.status == 0 or e.status == 429 or e.status >= 500
+
+
+class Backoff:
+    """Exponential backoff with jitter: first_secs, twice that, ... up to max_secs, each delay
+    drawn from its upper half so that workers failing together do not retry together."""
+
+    def __init__(self, first_secs: float = 0.25, max_secs: float = 10.0) -> None:
+        self.first_secs = first_secs
+        self.max_secs = max_secs
+        self.failures = 0
+
+    def delay(self) -> float:
+        """The pause before the next try (counts one more failure)."""
+        self.failures += 1
+        base = min(self.max_secs, self.first_secs * 2 ** (self.failures - 1))
+        return base / 2 + random.uniform(0, base / 2)
+
+    def reset(self) -> None:
+        """After a success: the next failure waits first_secs again."""
+        self.failures = 0
+
+
+def claim_jobs(herald: Herald, queue: str, log: Callable[[str], None], wait_secs: float = 20,
+               backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep,
+               running: Callable[[], bool] = lambda: True) -> Iterator[dict[str, Any]]:
+    """Claims jobs from `queue` one after another while running(), yielding each claimed job (a
+    dict with at least "id" and "lease"). A claim waits up to wait_secs for a job (Herald caps it at
+    25 s); nothing within the wait (204) claims again. Herald unreachable, 429 or 5xx: logs, waits
+    backoff.delay() with sleep() and claims again. Any other failure (wrong URL, app, key, secret
+    or queue name) raises HeraldError: retrying would not help."""
+    backoff = backoff or Backoff()
+    while running():
+        try:
+            answer = herald.call("POST", f"/queues/{queue}/claim", {"wait_secs": wait_secs},
+                                 timeout=wait_secs + 10)
+        except HeraldError as e:
+            if not is_transient(e):
+                raise
+            pause = backoff.delay()
+            log(f"claim failed ({e}); retrying in {pause:.2f}s")
+            sleep(pause)
+            continue
+        backoff.reset()
+        job = (answer or {}).get("job")  # None: 204, nothing within the wait
+        if isinstance(job, dict) and "lease" in job:
+            yield job

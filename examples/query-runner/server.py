@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The query runner's app backend: serves the page and signs its users in to Herald.
 
-Python 3.11 standard library only; signatures come from examples/common/herald_api.py.
+Python 3.11 standard library only; signatures come from examples/common/herald_api.py, the
+http.server plumbing (static files, bodies, the server loop) from examples/common/app_server.py.
 
     GET  /            the page (static/index.html), /static/* its script and style
     GET  /config      {"herald_url", "key", "queue"}: where the page finds Herald
@@ -19,71 +20,46 @@ them), HERALD_PUBLIC_URL (the Herald URL browsers use; HERALD_URL by default), -
 from __future__ import annotations
 
 import argparse
-import json
-import mimetypes
 import os
 import re
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
-STATIC = HERE / "static"
 sys.path.insert(0, str(HERE.parent / "common"))
+from app_server import AppHandler, serve, signin_answer  # noqa: E402
 from herald_api import Herald  # noqa: E402
 
 USER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class App(BaseHTTPRequestHandler):
+class App(AppHandler):
+    static_dir = HERE / "static"
+    access_log_env = "QUERY_RUNNER_ACCESS_LOG"
     herald: Herald
     public_url: str
     queue: str
-
-    def log_message(self, format: str, *args: object) -> None:  # quieter than the default
-        if os.environ.get("QUERY_RUNNER_ACCESS_LOG"):
-            super().log_message(format, *args)
-
-    def send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_json(self, status: int, value: object) -> None:
-        self.send(status, json.dumps(value).encode(), "application/json")
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/config":
             return self.send_json(200, {"herald_url": self.public_url, "key": self.herald.key, "queue": self.queue})
-        name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
-        if path not in ("/", "/index.html") and not path.startswith("/static/"):
-            return self.send(404, b"not found\n", "text/plain")
-        file = (STATIC / name).resolve()
-        if STATIC not in file.parents or not file.is_file():
-            return self.send(404, b"not found\n", "text/plain")
-        content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-        if file.suffix == ".js":
-            content_type = "text/javascript"
-        return self.send(200, file.read_bytes(), f"{content_type}; charset=utf-8")
+        if not self.serve_static(path):
+            self.not_found()
 
     def do_POST(self) -> None:
         if urlsplit(self.path).path != "/signin":
-            return self.send(404, b"not found\n", "text/plain")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 4096:
-            return self.send_json(413, {"error": "too large"})
-        form = parse_qs(self.rfile.read(length).decode(errors="replace"))
-        socket_id = (form.get("socket_id") or [""])[0]
-        user = (form.get("user") or [""])[0]
+            return self.not_found()
+        form = self.read_body()
+        if form is None:
+            return  # answered: too large or unreadable
+        socket_id = form.get("socket_id", "")
+        user = form.get("user", "")
         if not socket_id or not USER_RE.match(user):
             return self.send_json(400, {"error": "socket_id and a user name (letters, digits, - and _) are needed"})
         # Demo: no password. A real backend signs in the user of its session, never one the page names.
-        return self.send_json(200, self.herald.sign_in(socket_id, {"id": user, "user_info": {"name": user}}))
+        return self.send_json(200, signin_answer(self.herald, socket_id, user, user))
 
 
 def main() -> int:
@@ -95,16 +71,7 @@ def main() -> int:
     App.herald = Herald.from_env()
     App.public_url = os.environ.get("HERALD_PUBLIC_URL", App.herald.url).rstrip("/")
     App.queue = args.queue
-    server = ThreadingHTTPServer((args.host, args.port), App)
-    server.daemon_threads = True
-    host, port = server.server_address[:2]
-    print(f"listening on http://{host}:{port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(App, args.host, args.port, lambda host, port: f"listening on http://{host}:{port}")
     return 0
 
 

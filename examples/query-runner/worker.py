@@ -45,7 +45,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "common"))
-from herald_api import Herald, HeraldError  # noqa: E402
+from herald_api import Backoff, Herald, HeraldError, claim_jobs, is_transient  # noqa: E402
 
 CLAIM_WAIT_SECS = 20  # Herald caps a claim's wait at 25 s
 MAX_BACKOFF_SECS = 10.0
@@ -151,25 +151,6 @@ def bounded_result(columns: list[str], rows: list[Any], max_rows: int) -> dict[s
 # Herald
 # ---------------------------------------------------------------------------------------------
 
-class Backoff:
-    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... up to MAX_BACKOFF_SECS."""
-
-    def __init__(self) -> None:
-        self.failures = 0
-
-    def delay(self) -> float:
-        self.failures += 1
-        base = min(MAX_BACKOFF_SECS, 0.25 * 2 ** (self.failures - 1))
-        return base / 2 + random.uniform(0, base / 2)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
-def transient(e: HeraldError) -> bool:
-    return e.status == 0 or e.status == 429 or e.status >= 500
-
-
 class Job:
     """One claimed job and the reports that quote its lease."""
 
@@ -184,7 +165,7 @@ class Job:
 
     def report(self, action: str, **fields: Any) -> dict[str, Any]:
         """POST /jobs/{id}/{action} with the lease, retrying transient errors while the lease lasts."""
-        backoff = Backoff()
+        backoff = Backoff(first_secs=0.25, max_secs=MAX_BACKOFF_SECS)
         while True:
             try:
                 answer = self.herald.call("POST", f"/jobs/{self.id}/{action}", {"lease": self.lease, **fields})
@@ -195,7 +176,7 @@ class Job:
             except HeraldError as e:
                 if e.status == 409:
                     raise StaleLease(e.text.strip()) from None
-                if not transient(e):
+                if not is_transient(e):
                     raise
                 pause = backoff.delay()
                 if time.time() + pause >= self.lease_until:
@@ -272,29 +253,18 @@ def run(args: argparse.Namespace) -> int:
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
     herald = Herald.from_env()
     stop = Stop()
-    backoff = Backoff()
     log(f"claiming from queue {args.queue!r} at {herald.url} (app {herald.app_id}), database {db_path}")
     print("ready", flush=True)  # for scripts and tests: the worker is about to claim
     try:
-        while not stop.requested:
-            stop.idle = True
-            try:
-                answer = herald.call("POST", f"/queues/{args.queue}/claim", {"wait_secs": CLAIM_WAIT_SECS},
-                                     timeout=CLAIM_WAIT_SECS + 10)
-            except HeraldError as e:
-                if not transient(e):
-                    log(f"claim refused; check HERALD_URL, HERALD_APP_ID/KEY/SECRET and the queue name: {e}")
-                    return 2
-                pause = backoff.delay()
-                log(f"claim failed ({e}); retrying in {pause:.2f}s")
-                stop.sleep(pause)
-                continue
-            backoff.reset()
-            claimed = (answer or {}).get("job")  # None: 204, nothing within the wait
-            if not isinstance(claimed, dict) or "lease" not in claimed:
-                continue
+        for claimed in claim_jobs(herald, args.queue, log, CLAIM_WAIT_SECS,
+                                  Backoff(first_secs=0.25, max_secs=MAX_BACKOFF_SECS),
+                                  sleep=stop.sleep, running=lambda: not stop.requested):
             stop.idle = False
             handle(Job(herald, claimed), con, args)
+            stop.idle = True
+    except HeraldError as e:  # the claim itself was refused
+        log(f"claim refused; check HERALD_URL, HERALD_APP_ID/KEY/SECRET and the queue name: {e}")
+        return 2
     except KeyboardInterrupt:
         log("interrupted")
         return 0 if stop.idle else 130

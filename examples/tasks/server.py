@@ -2,7 +2,7 @@
 """The live task list's backend, in the Python standard library only.
 
 It serves the page (static/), tells it where Herald is (/config.json), and answers the Herald JS
-client's two signing requests:
+client's two signing requests (the http.server plumbing is examples/common/app_server.py's):
 
   POST /signin  socket_id, user           -> {"auth", "user_data"} for a team member
   POST /auth    socket_id, channel_name, user
@@ -25,17 +25,15 @@ browser reaches it, default HERALD_URL).
 from __future__ import annotations
 
 import argparse
-import json
-import mimetypes
 import os
 import sys
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "common"))
+from app_server import AppHandler, serve, signin_answer  # noqa: E402
 from herald_api import Herald, HeraldError  # noqa: E402
 
 STATIC = HERE / "static"
@@ -67,7 +65,7 @@ class App:
         if user not in self.team:
             return 403, {"error": f"{user!r} is not on the team"}
         # The user id Herald puts on this connection, and so on every job it submits.
-        return 200, self.herald.sign_in(form.get("socket_id", ""), {"id": user, "user_info": {"name": user.title()}})
+        return 200, signin_answer(self.herald, form.get("socket_id", ""), user, user.title())
 
     def auth(self, form: dict[str, str]) -> tuple[int, dict]:
         user, channel = form.get("user", ""), form.get("channel_name", "")
@@ -101,49 +99,34 @@ class App:
             log(f"seeded {channel}")
 
 
-def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def make_handler(app: App) -> type[AppHandler]:
+    class Handler(AppHandler):
         server_version = "tasks-example"
+        static_dir = STATIC
+        static_prefix = "/"  # the page's files sit next to it: /app.js, /style.css
+        text_charset = False
+        access_log_env = "TASKS_VERBOSE"
 
-        def log_message(self, fmt: str, *args) -> None:  # quieter than the default
-            if os.environ.get("TASKS_VERBOSE"):
-                log(fmt % args)
-
-        def send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def send_json(self, status: int, value: dict) -> None:
-            self.send(status, json.dumps(value).encode(), "application/json")
+        def access_log(self, line: str) -> None:
+            log(line)
 
         def do_GET(self) -> None:
             path = urllib.parse.urlsplit(self.path).path
             if path == "/config.json":
                 return self.send_json(200, app.config())
-            name = "index.html" if path in ("/", "") else path.lstrip("/")
-            file = (STATIC / name).resolve()
-            if STATIC not in file.parents or not file.is_file():
-                return self.send(404, b"not found\n", "text/plain")
-            kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-            if file.suffix == ".js":
-                kind = "text/javascript"
-            return self.send(200, file.read_bytes(), kind)
+            if not self.serve_static(path):
+                self.not_found()
 
         def do_POST(self) -> None:
             path = urllib.parse.urlsplit(self.path).path
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 4096:
-                return self.send_json(413, {"error": "too large"})
-            form = {k: v[0] for k, v in urllib.parse.parse_qs(self.rfile.read(length).decode()).items()}
+            form = self.read_body()
+            if form is None:
+                return  # answered: too large or unreadable
             if path == "/signin":
                 return self.send_json(*app.signin(form))
             if path == "/auth":
                 return self.send_json(*app.auth(form))
-            return self.send_json(404, {"error": "not found"})
+            return self.send_error_json(404, "not found")
 
     return Handler
 
@@ -158,14 +141,8 @@ def main() -> int:
     app = App(herald, team_from_env(), os.environ.get("HERALD_PUBLIC_URL", herald.url))
     if args.seed:
         app.seed()
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(app))
-    server.daemon_threads = True
-    host, port = server.server_address[:2]
-    print(f"tasks app on http://{host}:{port}/?user={app.team[0]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve(make_handler(app), args.host, args.port,
+          lambda host, port: f"tasks app on http://{host}:{port}/?user={app.team[0]}")
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
-from herald_api import Herald, HeraldError  # noqa: E402
+from herald_api import Backoff, Herald, HeraldError, claim_jobs, is_transient  # noqa: E402
 
 FEED_PREFIX = "private-feed-tasks-"
 CLAIM_WAIT_SECS = 20  # Herald caps a claim's wait at 25 s
@@ -48,10 +47,6 @@ def log(message: str) -> None:
 
 class Refused(Exception):
     """The change cannot be made as asked; retrying will not help. The text is shown to the user."""
-
-
-def transient(e: HeraldError) -> bool:
-    return e.status == 0 or e.status == 429 or e.status >= 500
 
 
 def reason(e: HeraldError) -> str:
@@ -95,7 +90,7 @@ def apply(herald: Herald, editor: str, payload: dict[str, Any]) -> dict[str, Any
             herald.call("POST", f"{item}/retract", {})
         return {"op": op, "task": task}
     except HeraldError as e:
-        if transient(e):
+        if is_transient(e):
             raise
         # E.g. a move next to a task that is not in the list, a full list, a value too large.
         raise Refused(f"could not {op}: {reason(e)}") from None
@@ -112,7 +107,7 @@ def report(herald: Herald, job: dict[str, Any], action: str, **fields: Any) -> N
             if e.status == 409:
                 log(f"job {job['id']}: lease is stale (another attempt owns the job): dropped")
                 return
-            if not transient(e) or time.time() + delay > (job.get("lease_until") or 0) / 1000:
+            if not is_transient(e) or time.time() + delay > (job.get("lease_until") or 0) / 1000:
                 log(f"job {job['id']}: {action} failed for good: {e}")
                 return
             time.sleep(delay)
@@ -145,26 +140,12 @@ def main() -> int:
     queue = os.environ.get("TASKS_QUEUE", "tasks")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"claiming from queue {queue!r} at {herald.url} (app {herald.app_id})")
-    failures = 0
     try:
-        while True:
-            try:
-                answer = herald.call("POST", f"/queues/{queue}/claim", {"wait_secs": CLAIM_WAIT_SECS},
-                                     timeout=CLAIM_WAIT_SECS + 10)
-            except HeraldError as e:
-                if not transient(e):
-                    log(f"claim refused, check the URL, app id, key, secret and queue name: {e}")
-                    return 2
-                failures += 1
-                base = min(MAX_BACKOFF_SECS, 0.25 * 2 ** failures)
-                pause = base / 2 + random.uniform(0, base / 2)
-                log(f"claim failed ({e}); retrying in {pause:.1f}s")
-                time.sleep(pause)
-                continue
-            failures = 0
-            job = (answer or {}).get("job")
-            if isinstance(job, dict) and "lease" in job:
-                handle(herald, job)
+        for job in claim_jobs(herald, queue, log, CLAIM_WAIT_SECS, Backoff(first_secs=0.5, max_secs=MAX_BACKOFF_SECS)):
+            handle(herald, job)
+    except HeraldError as e:  # the claim itself was refused
+        log(f"claim refused, check the URL, app id, key, secret and queue name: {e}")
+        return 2
     except KeyboardInterrupt:
         return 0
 
