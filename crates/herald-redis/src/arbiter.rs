@@ -2,10 +2,12 @@
 //!
 //! Each node reports only its own part of a channel (its first subscriber came, its last left), so
 //! on its own it would tell `channel_occupied` once per node and `channel_vacated` while another
-//! node still has subscribers. The channel's slot keeps what webhooks last told of it; one script
-//! compares that with every node's counts and members and flips it, so the first node to see a
-//! change tells it and the others find it told. A departure is judged with this node counted as
-//! gone: the node reports it after the leave delay, when its own flushed count may still lag.
+//! node still has subscribers. The channel's slot keeps what webhooks last told of it, and which
+//! nodes reported the channel (each member) and have not reported it gone; one script updates both,
+//! so the first node to see a change tells it, the others find it told, and a departure is told
+//! only by the last node to report one. The record is its own: it never waits on the subscription
+//! counts nodes flush every 100 ms. A dead node's reports are forgotten when it is withdrawn
+//! ([`forget_node`]), before the withdrawing node reports its departures.
 
 use herald_core::engine::EngineError;
 use herald_core::webhooks::WebhookEvent;
@@ -29,9 +31,10 @@ pub(crate) async fn arbitrate(
     let keys = inner.keys.channel(app, channel);
     let answer: u64 = scripts::ARBITRATE_WEBHOOK
         .key(keys.webhooked())
+        .key(keys.webhook_nodes())
+        .key(keys.webhook_member_nodes())
+        .key(keys.webhook_member_counts())
         .key(keys.subscriptions())
-        .key(keys.member_counts())
-        .key(keys.member_nodes())
         .arg(kind)
         .arg(&inner.id)
         .arg(user)
@@ -45,4 +48,23 @@ pub(crate) async fn arbitrate(
         }
         event => (answer == 1).then_some(event),
     })
+}
+
+/// Forgets what dead `node` reported of `channel` (of `user` in it, when given).
+pub(crate) async fn forget_node(
+    inner: &Inner,
+    app: &str,
+    channel: &str,
+    node: &str,
+    user: Option<&str>,
+) -> Result<(), redis::RedisError> {
+    let keys = inner.keys.channel(app, channel);
+    scripts::FORGET_WEBHOOK_NODE
+        .key(keys.webhook_nodes())
+        .key(keys.webhook_member_nodes())
+        .key(keys.webhook_member_counts())
+        .arg(node)
+        .arg(user.unwrap_or(""))
+        .invoke_async::<()>(&mut inner.conn())
+        .await
 }

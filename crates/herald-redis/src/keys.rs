@@ -50,6 +50,18 @@ impl ChannelKeys {
     pub fn webhooked(&self) -> String {
         format!("{}:wh", self.tag)
     }
+    /// node → 1 for each node whose webhooks reported the channel occupied and not yet vacated.
+    pub fn webhook_nodes(&self) -> String {
+        format!("{}:whn", self.tag)
+    }
+    /// "user\nnode" → 1 for each node whose webhooks reported the user a member and not yet gone.
+    pub fn webhook_member_nodes(&self) -> String {
+        format!("{}:whm", self.tag)
+    }
+    /// user → how many nodes hold a "user\nnode" entry above.
+    pub fn webhook_member_counts(&self) -> String {
+        format!("{}:whc", self.tag)
+    }
     /// A feed's item ids, in order (list).
     pub fn feed_order(&self) -> String {
         format!("{}:f:order", self.tag)

@@ -116,34 +116,61 @@ return 0
     )
 });
 
-/// KEYS: webhooked, subscriptions, member counts, member nodes. ARGV: kind (occupied, vacated, added, removed,
-/// count), this node, user, this node's count. What webhooks told is kept per channel, so each
-/// change is told once, by the first node that sees it: occupied and added when not told yet,
-/// vacated and removed only when told before and no other node still has subscriptions (holds
-/// the member; this node counts as gone). Returns 1 to tell, 0 not to; for count, the subscriptions summed over nodes, with this
-/// node's own count (its flushed one may be behind).
+/// KEYS: webhooked, webhook nodes, webhook member nodes, webhook member counts, subscriptions.
+/// ARGV: kind (occupied, vacated, added, removed, count), this node, user, this node's count.
+/// What webhooks told is kept per channel ("o", "m\n<user>"), and which nodes reported the channel
+/// (a member) and have not reported it gone: so each change is told once, by the first node that
+/// sees it, and a departure only when no other node still holds the channel (the member). Every
+/// node reports its own arrivals before its departures, so this never waits on the nodes' counts.
+/// Returns 1 to tell, 0 not to; for count, the subscriptions summed over nodes with this node's
+/// own count (its flushed one may be behind).
 pub(crate) static ARBITRATE_WEBHOOK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local kind = ARGV[1]
+local kind, node, user = ARGV[1], ARGV[2], ARGV[3]
 if kind == 'occupied' then
+  redis.call('HSET', KEYS[2], node, 1)
   return redis.call('HSETNX', KEYS[1], 'o', 1)
+elseif kind == 'vacated' then
+  redis.call('HDEL', KEYS[2], node)
+  if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
+  return redis.call('HDEL', KEYS[1], 'o')
 elseif kind == 'added' then
-  return redis.call('HSETNX', KEYS[1], 'm\n' .. ARGV[3], 1)
+  if redis.call('HSETNX', KEYS[3], user .. '\n' .. node, 1) == 1 then
+    redis.call('HINCRBY', KEYS[4], user, 1)
+  end
+  return redis.call('HSETNX', KEYS[1], 'm\n' .. user, 1)
 elseif kind == 'removed' then
-  local nodes = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
-  nodes = nodes - redis.call('HEXISTS', KEYS[4], ARGV[3] .. '\n' .. ARGV[2])
-  if nodes > 0 then return 0 end
-  return redis.call('HDEL', KEYS[1], 'm\n' .. ARGV[3])
+  if redis.call('HDEL', KEYS[3], user .. '\n' .. node) == 1 and redis.call('HINCRBY', KEYS[4], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[4], user)
+  end
+  if tonumber(redis.call('HGET', KEYS[4], user) or '0') > 0 then return 0 end
+  return redis.call('HDEL', KEYS[1], 'm\n' .. user)
 end
 local total = tonumber(ARGV[4])
-local subs = redis.call('HGETALL', KEYS[2])
+local subs = redis.call('HGETALL', KEYS[5])
 for i = 1, #subs, 2 do
-  if subs[i] ~= ARGV[2] then total = total + tonumber(subs[i + 1]) end
+  if subs[i] ~= node then total = total + tonumber(subs[i + 1]) end
 end
-if kind == 'count' then return total end
-if total > 0 then return 0 end
-return redis.call('HDEL', KEYS[1], 'o')
+return total
+",
+    )
+});
+
+/// KEYS: webhook nodes, webhook member nodes, webhook member counts. ARGV: a dead node, a user of
+/// it ('' for the channel itself). Forgets what the dead node reported, so that the departure the
+/// withdrawing node then reports is judged without it.
+pub(crate) static FORGET_WEBHOOK_NODE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local node, user = ARGV[1], ARGV[2]
+if user == '' then
+  return redis.call('HDEL', KEYS[1], node)
+end
+if redis.call('HDEL', KEYS[2], user .. '\n' .. node) == 1 and redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+  redis.call('HDEL', KEYS[3], user)
+end
+return 1
 ",
     )
 });

@@ -16,7 +16,7 @@ use herald_core::hub::ChannelCounts;
 use herald_protocol::SocketId;
 use tokio::sync::mpsc;
 
-use crate::{Inner, scripts, unavailable, unix_ms, wire};
+use crate::{Inner, arbiter, scripts, unavailable, unix_ms, wire};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
@@ -131,9 +131,12 @@ async fn withdraw(inner: &Inner, node: &str) -> Result<(), redis::RedisError> {
     let entries: Vec<String> = redis::cmd("SMEMBERS").arg(&presence_index).query_async(&mut inner.conn()).await?;
     let mut departed = Vec::new();
     for entry in entries {
-        if let Ok((app, channel, user)) = serde_json::from_str::<(String, String, String)>(&entry)
-            && leave(inner, &app, &channel, &user, node).await?
-        {
+        if let Ok((app, channel, user)) = serde_json::from_str::<(String, String, String)>(&entry) {
+            leave(inner, &app, &channel, &user, node).await?;
+            // Every entry, told or not by this attempt: a withdrawal retried after an error finds
+            // the leaves already done, and the departure must still be reported (it is judged
+            // again, so reporting twice tells it once).
+            arbiter::forget_node(inner, &app, &channel, node, Some(&user)).await?;
             departed.push((app, channel, Some(user)));
         }
     }
@@ -142,7 +145,9 @@ async fn withdraw(inner: &Inner, node: &str) -> Result<(), redis::RedisError> {
     let mut commands = Vec::new();
     for entry in entries {
         if let Ok((app, channel)) = serde_json::from_str::<(String, String)>(&entry) {
-            commands.push(redis::cmd("HDEL").arg(inner.keys.channel(&app, &channel).subscriptions()).arg(node).take());
+            let keys = inner.keys.channel(&app, &channel);
+            commands.push(redis::cmd("HDEL").arg(keys.subscriptions()).arg(node).take());
+            commands.push(redis::cmd("HDEL").arg(keys.webhook_nodes()).arg(node).take());
             departed.push((app, channel, None));
         }
     }

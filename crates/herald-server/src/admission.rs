@@ -32,8 +32,8 @@ use tokio::time::Instant;
 use crate::config::{IpNet, ServerConfig};
 use crate::state::AppState;
 
-/// More `X-Forwarded-For` than this (bytes, every line of it) is not read: the peer is the client.
-const MAX_FORWARDED_BYTES: usize = 4096;
+/// An `X-Forwarded-For` entry longer than this is not an address: the peer is the client.
+const MAX_FORWARDED_ENTRY_BYTES: usize = 64;
 /// Entries of `X-Forwarded-For` looked at, from the right, before giving up (the peer is the client).
 const MAX_FORWARDED_HOPS: usize = 16;
 
@@ -228,19 +228,18 @@ impl TrustedProxies {
     }
 
     fn forwarded_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let lines = headers.get_all("x-forwarded-for");
-        if lines.iter().map(HeaderValue::len).sum::<usize>() > MAX_FORWARDED_BYTES {
-            return None;
-        }
-        // Several lines are one list, in order: the last line holds the rightmost entries.
+        // Several lines are one list, in order: the last line holds the rightmost entries. Only
+        // the entries read are decoded, from the right, and only so many: whatever a client put
+        // further left (a huge or non-UTF-8 prefix) cannot make the proxy's appended address
+        // unreadable.
         let mut hops = 0;
-        for line in lines.iter().rev() {
-            for entry in line.to_str().ok()?.rsplit(',') {
+        for line in headers.get_all("x-forwarded-for").iter().rev() {
+            for entry in line.as_bytes().rsplit(|byte| *byte == b',') {
                 hops += 1;
-                if hops > MAX_FORWARDED_HOPS {
+                if hops > MAX_FORWARDED_HOPS || entry.len() > MAX_FORWARDED_ENTRY_BYTES {
                     return None;
                 }
-                let ip = forwarded_address(entry)?;
+                let ip = forwarded_address(std::str::from_utf8(entry).ok()?)?;
                 if !self.contains(ip) {
                     return Some(ip);
                 }
@@ -403,12 +402,12 @@ mod tests {
         let hops = |n: usize| format!("198.51.100.1{}", ", 10.0.0.1".repeat(n));
         assert_eq!(resolve("127.0.0.1", &[hops(15).as_bytes()]), "198.51.100.1");
         assert_eq!(resolve("127.0.0.1", &[hops(16).as_bytes()]), "127.0.0.1");
-        // More than 4 KiB in all is not read at all, whatever its last entry.
-        let long = format!("{}198.51.100.1", "1.1.1.1,".repeat(MAX_FORWARDED_BYTES / 8));
-        assert_eq!(resolve("127.0.0.1", &[long.as_bytes()]), "127.0.0.1");
-        let lines = vec![&b"1.1.1.1,1.1.1.1,1.1.1.1,1.1.1.1"[..]; MAX_FORWARDED_BYTES / 31 + 1];
-        assert_eq!(resolve("127.0.0.1", &lines), "127.0.0.1");
-        let huge_entry = format!("198.51.100.1, {}", "9".repeat(MAX_FORWARDED_BYTES - 20));
+        // A long or non-UTF-8 prefix the client wrote cannot hide the address its proxy appended.
+        let long = format!("{}198.51.100.1", "1.1.1.1,".repeat(4096));
+        assert_eq!(resolve("127.0.0.1", &[long.as_bytes()]), "198.51.100.1");
+        assert_eq!(resolve("127.0.0.1", &[b"\xff\xfe, 198.51.100.1"]), "198.51.100.1");
+        // An entry too long to be an address, where it is read: the peer.
+        let huge_entry = format!("198.51.100.1, {}", "9".repeat(MAX_FORWARDED_ENTRY_BYTES + 1));
         assert_eq!(resolve("127.0.0.1", &[huge_entry.as_bytes()]), "127.0.0.1");
     }
 

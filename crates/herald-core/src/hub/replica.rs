@@ -124,8 +124,10 @@ pub(crate) struct Installed {
     /// Presence users whose first socket here joined; with the socket that joined.
     pub joined: Vec<(MemberJoin, SocketId)>,
     pub count: usize,
-    /// For webhooks: waiting joiners made the channel occupied on this node, and cache misses.
+    /// For webhooks: waiting joiners made the channel occupied on this node, how many joined,
+    /// and their cache misses.
     pub occupied: bool,
+    pub joiners: usize,
     pub cache_misses: usize,
 }
 
@@ -373,6 +375,7 @@ impl Hub {
             match self.join_live(state, &name, &pending.connection, pending.as_join(), now) {
                 Ok(joined) => {
                     installed.occupied |= joined.occupied;
+                    installed.joiners += 1;
                     installed.cache_misses += usize::from(joined.cache_miss);
                     if let Some(member) = joined.member {
                         installed.joined.push((member, pending.connection.socket_id));

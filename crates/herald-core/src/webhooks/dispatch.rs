@@ -29,6 +29,12 @@ use crate::app::App;
 use crate::engine::Engine;
 use crate::metrics::WebhookOutcomes;
 
+/// Asks of the engine for one event's verdict, the first retry after `ARBITRATE_RETRY` (then
+/// doubled), each bounded by `ARBITRATE_TIMEOUT`: a short Redis failover is waited out.
+const ARBITRATE_ATTEMPTS: u32 = 4;
+const ARBITRATE_RETRY: Duration = Duration::from_millis(250);
+const ARBITRATE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a graceful stop waits for held events to be queued.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Commands the dispatcher may be behind before events are dropped. The dispatcher only waits on
@@ -356,21 +362,40 @@ impl Dispatcher {
         self.counts.release_all(ready);
     }
 
-    /// Keeps the events the engine says are this node's to tell (all of them on a single node). An
-    /// engine that cannot be reached does not silence a change: it is told (possibly twice).
+    /// Keeps the events the engine says are this node's to tell (all of them on a single node).
+    /// The engine is asked a few times (each ask bounded) before an event is told without its
+    /// verdict: an engine that cannot be reached does not silence a change, though it may then be
+    /// told twice (the engine's record of it is not updated).
     async fn arbitrate(&self, events: Vec<WebhookEvent>) -> Vec<WebhookEvent> {
         let Some(engine) = &self.arbiter else { return events };
         let mut told = Vec::with_capacity(events.len());
         for event in events {
-            match event.kind() {
-                WebhookEventKind::ClientEvent | WebhookEventKind::CacheMiss => told.push(event),
-                _ => match engine.arbitrate_webhook(&self.app, event.clone()).await {
-                    Ok(verdict) => told.extend(verdict),
-                    Err(error) => {
-                        tracing::warn!(app = %self.app, "webhook told without the engine's verdict: {error}");
-                        told.push(event);
+            if matches!(event.kind(), WebhookEventKind::ClientEvent | WebhookEventKind::CacheMiss) {
+                told.push(event);
+                continue;
+            }
+            let mut last_error = String::new();
+            let mut verdict = None;
+            for attempt in 0..ARBITRATE_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(ARBITRATE_RETRY * 2u32.pow(attempt - 1)).await;
+                }
+                match tokio::time::timeout(ARBITRATE_TIMEOUT, engine.arbitrate_webhook(&self.app, event.clone())).await
+                {
+                    Ok(Ok(answer)) => {
+                        verdict = Some(answer);
+                        break;
                     }
-                },
+                    Ok(Err(error)) => last_error = error.to_string(),
+                    Err(_) => last_error = "timed out".into(),
+                }
+            }
+            match verdict {
+                Some(answer) => told.extend(answer),
+                None => {
+                    tracing::warn!(app = %self.app, "webhook told without the engine's verdict: {last_error}");
+                    told.push(event);
+                }
             }
         }
         told

@@ -32,7 +32,11 @@ impl App {
         if joined.cache_miss {
             sink.emit(WebhookEvent::CacheMiss { channel: Arc::from(channel) });
         }
-        self.webhook_count(sink, channel);
+        // A replica's joiner that waits for a snapshot is not subscribed yet: its count comes
+        // with the install.
+        if !self.is_clustered() || joined.count.is_some() {
+            self.webhook_count(sink, channel);
+        }
     }
 
     /// Reports the channel's subscription count, when an endpoint asked for it.
@@ -73,7 +77,7 @@ impl App {
         for _ in 0..installed.cache_misses {
             sink.emit(WebhookEvent::CacheMiss { channel: Arc::from(channel) });
         }
-        if installed.occupied {
+        if installed.joiners > 0 {
             self.webhook_count(sink, channel);
         }
     }
@@ -83,6 +87,9 @@ impl App {
     /// the channel (or the member): then it is not gone.
     pub(crate) fn webhook_withdrawn(&self, channel: &str, user_id: Option<&str>) {
         let Some(sink) = self.webhooks.get() else { return };
+        if channel.starts_with('#') {
+            return;
+        }
         let counts = self.hub.counts(channel);
         match user_id {
             Some(user_id) => {
