@@ -7,7 +7,7 @@
 // with WebSocket broken, live over HTTP long-polling. Screenshots go to examples/chat/screenshots.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { HERALD_BIN, REPO_ROOT, signedQuery } from './harness.mjs';
 import { launchChromium } from './chromium.mjs';
+import { startProcess, stopProcess } from './processes.mjs';
 
 const CHAT = path.join(REPO_ROOT, 'examples/chat');
 const SHOTS = path.join(CHAT, 'screenshots');
@@ -27,68 +28,33 @@ let backend;
 let heraldUrl;
 let chatUrl;
 let browser;
-const children = [];
-
-/** Spawns a process and resolves with the first match of `pattern` in its output. */
-function start(name, command, args, { env = {}, pattern }) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  children.push(child);
-  child.output = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start in 20 s:\n${child.output}`)), 20000);
-    const onData = (chunk) => {
-      child.output += chunk;
-      if (child.output.length > 200000) child.output = child.output.slice(-100000);
-      const m = pattern.exec(child.output);
-      if (m && !child.started) {
-        child.started = true;
-        clearTimeout(timer);
-        resolve({ child, match: m });
-      }
-    };
-    child.stdout.setEncoding('utf8').on('data', onData);
-    child.stderr.setEncoding('utf8').on('data', onData);
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (!child.started) reject(new Error(`${name} exited (code ${code}, signal ${signal}):\n${child.output}`));
-    });
-  });
-}
-
-async function stop(child) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  try { process.kill(child.pid, 'SIGTERM'); } catch { return; }
-  const timer = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 before(async () => {
   if (!existsSync(HERALD_BIN)) throw new Error(`herald binary not found at ${HERALD_BIN} (set HERALD_BIN)`);
   dir = mkdtempSync(path.join(tmpdir(), 'herald-chat-'));
   mkdirSync(SHOTS, { recursive: true });
-  ({ match: [, heraldUrl] } = await start('herald', HERALD_BIN,
+  herald = startProcess('herald', HERALD_BIN,
     ['serve', '--config', path.join(CHAT, 'herald.toml'), '--bind', '127.0.0.1:0', '--data-dir', path.join(dir, 'herald')],
-    { pattern: /listening on (http:\/\/[0-9.]+:\d+)/ }));
-  herald = children.at(-1);
-  ({ match: [, chatUrl] } = await start('chat backend', 'python3',
+    { ready: /listening on (http:\/\/[0-9.]+:\d+)/ });
+  [, heraldUrl] = await herald.ready;
+  backend = startProcess('chat backend', 'python3',
     [path.join(CHAT, 'server.py'), '--port', '0', '--db', path.join(dir, 'chat.sqlite3')], {
       env: {
         HERALD_URL: heraldUrl, HERALD_APP_ID: APP.id, HERALD_APP_KEY: APP.key, HERALD_APP_SECRET: APP.secret,
         HERALD_ENCRYPTION_MASTER_KEY_BASE64: randomBytes(32).toString('base64'), PYTHONDONTWRITEBYTECODE: '1',
       },
-      pattern: /chat backend on (http:\/\/127\.0\.0\.1:\d+)\//,
-    }));
-  backend = children.at(-1);
+      ready: /chat backend on (http:\/\/127\.0\.0\.1:\d+)\//,
+    });
+  [, chatUrl] = await backend.ready;
   browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  for (const child of children.reverse()) await stop(child);
+  await stopProcess(backend);
+  await stopProcess(herald);
   // CHAT_TEST_LOGS=1 prints what Herald and the backend said (for debugging a failure).
-  if (process.env.CHAT_TEST_LOGS) for (const child of children) console.log(child.spawnargs.join(' '), '\n', child.output);
+  if (process.env.CHAT_TEST_LOGS) for (const proc of [herald, backend]) console.log(proc?.name, '\n', proc?.lines.join('\n'));
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

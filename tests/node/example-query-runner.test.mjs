@@ -13,12 +13,12 @@
 // The screenshots in examples/query-runner/screenshots are taken here.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { HERALD_BIN, REPO_ROOT, eventually, signedQuery, withTimeout } from './harness.mjs';
+import { HERALD_BIN, REPO_ROOT, eventually, signedQuery } from './harness.mjs';
 import { launchChromium } from './chromium.mjs';
+import { startProcess, stopAll, stopProcess } from './processes.mjs';
 
 const EXAMPLE = path.join(REPO_ROOT, 'examples/query-runner');
 const SHOTS = path.join(EXAMPLE, 'screenshots');
@@ -27,7 +27,6 @@ const STEP_SECS = '0.4'; // 12 steps: ~5 s a job
 const LEASE_SECS = 2;
 const WAIT = 20000; // the longest any one state may take to show
 
-const processes = new Set();
 let dir;
 let herald;
 let heraldPort;
@@ -36,56 +35,6 @@ let appUrl;
 let worker;
 let browser;
 let context;
-
-/** Starts a process; `ready` (a RegExp) resolves with the first matching output line. */
-function startProcess(name, cmd, args, { env = {}, ready } = {}) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const proc = { name, child, pid: child.pid, lines: [] };
-  processes.add(proc);
-  proc.exited = new Promise((resolve) => child.once('exit', (code, signal) => {
-    processes.delete(proc);
-    resolve({ code, signal });
-  }));
-  const listeners = new Set();
-  for (const stream of [child.stdout, child.stderr]) {
-    let buf = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk) => {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        proc.lines.push(line);
-        if (proc.lines.length > 400) proc.lines.shift();
-        for (const l of [...listeners]) l(line);
-      }
-    });
-  }
-  proc.ready = !ready ? Promise.resolve() : withTimeout(new Promise((resolve, reject) => {
-    const onLine = (line) => {
-      const m = ready.exec(line);
-      if (m) { listeners.delete(onLine); resolve(m); }
-    };
-    listeners.add(onLine);
-    proc.exited.then(({ code, signal }) => reject(new Error(`${name} exited (code ${code}, signal ${signal}):\n${proc.lines.join('\n')}`)));
-  }), 20000, `${name} to start`);
-  proc.ready.catch(() => {});
-  return proc;
-}
-
-function alive(proc) {
-  return proc && proc.child.exitCode === null && proc.child.signalCode === null;
-}
-
-async function stopProcess(proc, signal = 'SIGTERM', grace = 5000) {
-  if (!alive(proc)) return proc?.exited;
-  process.kill(proc.pid, signal);
-  const done = await Promise.race([proc.exited, new Promise((r) => setTimeout(() => r(null), grace).unref())]);
-  if (done) return done;
-  if (alive(proc)) process.kill(proc.pid, 'SIGKILL');
-  return proc.exited;
-}
 
 const heraldUrl = () => `http://127.0.0.1:${heraldPort}`;
 
@@ -192,7 +141,7 @@ before(async () => {
 after(async () => {
   await context?.close().catch(() => {});
   await browser?.close().catch(() => {});
-  await Promise.all([...processes].map((p) => stopProcess(p, 'SIGTERM', 3000)));
+  await stopAll();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

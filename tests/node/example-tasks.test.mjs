@@ -6,52 +6,22 @@
 // is refused by Herald at submit and changes nothing. The test also takes the README's screenshots.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { HERALD_BIN, REPO_ROOT, signedQuery } from './harness.mjs';
 import { launchChromium } from './chromium.mjs';
+import { startProcess, stopAll } from './processes.mjs';
 
 const EXAMPLE = path.join(REPO_ROOT, 'examples/tasks');
 const SHOTS = path.join(EXAMPLE, 'screenshots');
 const APP = { id: '1', key: 'herald-dev-key', secret: 'herald-dev-secret' }; // herald.toml's app
 const WAIT = 10000;
 
-const children = [];
 let dir;
 let heraldUrl;
 let appUrl;
 let browser;
-
-/** Spawns a process and resolves with the first match of `pattern` in its output. */
-function start(name, command, args, { env = {}, pattern }) {
-  const child = spawn(command, args, { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  const lines = [];
-  child.output = () => lines.join('\n');
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within ${WAIT} ms:\n${child.output()}`)), WAIT);
-    for (const stream of [child.stdout, child.stderr]) {
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk) => {
-        for (const line of chunk.split('\n').filter(Boolean)) {
-          lines.push(`[${name}] ${line}`);
-          if (lines.length > 500) lines.shift();
-          const match = pattern.exec(line);
-          if (match) {
-            clearTimeout(timer);
-            resolve({ child, match });
-          }
-        }
-      });
-    }
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited (code ${code}, signal ${signal}):\n${child.output()}`));
-    });
-  });
-}
 
 /** A signed request to Herald's HTTP API. */
 async function api(method, reqPath, body) {
@@ -69,27 +39,24 @@ const feedItems = async (member) => (await api('GET', `/feeds/private-feed-tasks
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'herald-tasks-'));
-  const herald = await start('herald', HERALD_BIN, [
+  const herald = startProcess('herald', HERALD_BIN, [
     'serve', '--config', path.join(EXAMPLE, 'herald.toml'), '--bind', '127.0.0.1:0', '--data-dir', path.join(dir, 'data'),
-  ], { pattern: /listening on (http:\/\/[0-9.]+:\d+)/ });
-  heraldUrl = herald.match[1];
+  ], { cwd: REPO_ROOT, ready: /listening on (http:\/\/[0-9.]+:\d+)/, timeout: WAIT });
+  [, heraldUrl] = await herald.ready;
   const env = { HERALD_URL: heraldUrl, HERALD_APP_ID: APP.id, HERALD_APP_KEY: APP.key, HERALD_APP_SECRET: APP.secret, PYTHONUNBUFFERED: '1' };
-  await start('worker', 'python3', [path.join(EXAMPLE, 'worker.py')], { env, pattern: /claiming from queue/ });
-  const server = await start('server', 'python3', [path.join(EXAMPLE, 'server.py'), '--port', '0', '--seed'],
-    { env, pattern: /tasks app on (http:\/\/[0-9.]+:\d+)\// });
-  appUrl = server.match[1];
+  const worker = startProcess('worker', 'python3', [path.join(EXAMPLE, 'worker.py')],
+    { cwd: REPO_ROOT, env, ready: /claiming from queue/, timeout: WAIT });
+  await worker.ready;
+  const server = startProcess('server', 'python3', [path.join(EXAMPLE, 'server.py'), '--port', '0', '--seed'],
+    { cwd: REPO_ROOT, env, ready: /tasks app on (http:\/\/[0-9.]+:\d+)\//, timeout: WAIT });
+  [, appUrl] = await server.ready;
   browser = await launchChromium();
   mkdirSync(SHOTS, { recursive: true });
 });
 
 after(async () => {
   await browser?.close();
-  await Promise.all(children.map((child) => new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const timer = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, 3000);
-    child.once('exit', () => { clearTimeout(timer); resolve(); });
-    try { process.kill(child.pid, 'SIGTERM'); } catch { resolve(); }
-  })));
+  await stopAll();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
