@@ -129,15 +129,11 @@ impl Outbox {
         self.state.lock().bytes
     }
 
-    /// Frames waiting to be written (read at scrape time; the push path keeps no extra count).
-    /// Bytes and frames waiting to be written, read under one lock.
+    /// Bytes and frames waiting to be written, read under one lock (at scrape time; the push path
+    /// keeps no extra count).
     pub fn queued(&self) -> (usize, usize) {
         let state = self.state.lock();
         (state.bytes, state.frames.len())
-    }
-
-    pub fn queued_frames(&self) -> usize {
-        self.state.lock().frames.len()
     }
 
     /// The code the connection is closing with, once a close was requested.
@@ -206,14 +202,14 @@ mod tests {
     #[test]
     fn accessors_read_what_is_waiting_and_the_close() {
         let outbox = Outbox::new(100);
-        assert_eq!((outbox.queued_frames(), outbox.queued_bytes(), outbox.close_code()), (0, 0, None));
+        assert_eq!((outbox.queued(), outbox.close_code()), ((0, 0), None));
         outbox.push(Bytes::from_static(b"abc"));
         outbox.push(Bytes::from_static(b"de"));
-        assert_eq!((outbox.queued_frames(), outbox.queued_bytes()), (2, 5));
+        assert_eq!(outbox.queued(), (5, 2));
         outbox.close(CloseCode::Reconnect);
         let mut out = Vec::new();
         outbox.drain(&mut out);
-        assert_eq!((outbox.queued_frames(), outbox.queued_bytes()), (0, 0));
+        assert_eq!(outbox.queued(), (0, 0));
         assert_eq!(outbox.close_code(), Some(CloseCode::Reconnect), "a drain does not forget the close");
     }
 

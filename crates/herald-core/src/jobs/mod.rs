@@ -169,15 +169,23 @@ pub struct QueueCounts {
 
 impl QueueCounts {
     pub fn add(&mut self, state: JobState, n: u64) {
-        let slot = match state {
+        *self.slot(state) += n;
+    }
+
+    /// How many jobs are in `state`.
+    pub fn get(&self, state: JobState) -> u64 {
+        *self.clone().slot(state)
+    }
+
+    fn slot(&mut self, state: JobState) -> &mut u64 {
+        match state {
             JobState::Queued => &mut self.queued,
             JobState::Running => &mut self.running,
             JobState::Succeeded => &mut self.succeeded,
             JobState::Failed => &mut self.failed,
             JobState::Dead => &mut self.dead,
             JobState::Cancelled => &mut self.cancelled,
-        };
-        *slot += n;
+        }
     }
 }
 

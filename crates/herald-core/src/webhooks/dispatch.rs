@@ -2,8 +2,8 @@
 //!
 //! The hub and sessions call [`WebhookSink::emit`], which only tries to send on a bounded channel
 //! (nothing is awaited on the hot path); when the dispatcher is [`COMMAND_CAPACITY`] commands
-//! behind, the event is dropped and counted instead of growing memory without limit. The dispatcher holds `channel_vacated` and `member_removed` for the
-//! leave delay: a `channel_occupied` (or `member_added` of the same user) that comes within it
+//! behind, the event is dropped and counted instead of growing memory without limit. The
+//! dispatcher holds `channel_vacated` and `member_removed` for the leave delay: a `channel_occupied` (or `member_added` of the same user) that comes within it
 //! cancels both, so a page refresh emits nothing. Everything else, and held events whose delay is
 //! over, is appended to each interested endpoint's queue in the outbox, in the order released; the
 //! endpoint's sender is then woken. Held events live in memory only; a graceful stop appends them.
@@ -374,26 +374,10 @@ impl Dispatcher {
                 told.push(event);
                 continue;
             }
-            let mut last_error = String::new();
-            let mut verdict = None;
-            for attempt in 0..ARBITRATE_ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(ARBITRATE_RETRY * 2u32.pow(attempt - 1)).await;
-                }
-                match tokio::time::timeout(ARBITRATE_TIMEOUT, engine.arbitrate_webhook(&self.app, event.clone())).await
-                {
-                    Ok(Ok(answer)) => {
-                        verdict = Some(answer);
-                        break;
-                    }
-                    Ok(Err(error)) => last_error = error.to_string(),
-                    Err(_) => last_error = "timed out".into(),
-                }
-            }
-            match verdict {
-                Some(answer) => told.extend(answer),
-                None => {
-                    tracing::warn!(app = %self.app, "webhook told without the engine's verdict: {last_error}");
+            match ask(engine.as_ref(), &self.app, &event).await {
+                Ok(verdict) => told.extend(verdict),
+                Err(error) => {
+                    tracing::warn!(app = %self.app, "webhook told without the engine's verdict: {error}");
                     told.push(event);
                 }
             }
@@ -420,6 +404,23 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The engine's verdict on `event`, asked up to [`ARBITRATE_ATTEMPTS`] times (each ask bounded);
+/// the last failure when none answered.
+async fn ask(engine: &dyn Engine, app: &str, event: &WebhookEvent) -> Result<Option<WebhookEvent>, String> {
+    let mut failure = String::new();
+    for attempt in 0..ARBITRATE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(ARBITRATE_RETRY * 2u32.pow(attempt - 1)).await;
+        }
+        match tokio::time::timeout(ARBITRATE_TIMEOUT, engine.arbitrate_webhook(app, event.clone())).await {
+            Ok(Ok(verdict)) => return Ok(verdict),
+            Ok(Err(error)) => failure = error.to_string(),
+            Err(_) => failure = "timed out".into(),
+        }
+    }
+    Err(failure)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -17,12 +17,15 @@ impl App {
         self.webhooks.get()
     }
 
-    /// Reports what a subscribe changed. Users' own streams (`#…`) are not channels to webhooks.
+    /// The sink, when there is one and `channel` is a channel to webhooks (users' own streams,
+    /// `#…`, are not).
+    fn channel_sink(&self, channel: &str) -> Option<&WebhookSink> {
+        self.webhooks.get().filter(|_| !channel.starts_with('#'))
+    }
+
+    /// Reports what a subscribe changed.
     pub(crate) fn webhook_joined(&self, channel: &str, joined: &Joined) {
-        let Some(sink) = self.webhooks.get() else { return };
-        if channel.starts_with('#') {
-            return;
-        }
+        let Some(sink) = self.channel_sink(channel) else { return };
         if joined.occupied {
             sink.emit(WebhookEvent::ChannelOccupied { channel: Arc::from(channel) });
         }
@@ -49,10 +52,7 @@ impl App {
 
     /// Reports what an unsubscribe changed.
     pub(crate) fn webhook_left(&self, channel: &str, left: &Left) {
-        let Some(sink) = self.webhooks.get() else { return };
-        if channel.starts_with('#') {
-            return;
-        }
+        let Some(sink) = self.channel_sink(channel) else { return };
         if let Some(user_id) = &left.member_removed {
             sink.emit(WebhookEvent::MemberRemoved { channel: Arc::from(channel), user_id: user_id.clone() });
         }
@@ -64,10 +64,7 @@ impl App {
 
     /// Reports what installing a snapshot changed: joiners that waited for it are subscribed now.
     pub(crate) fn webhook_installed(&self, channel: &str, installed: &Installed) {
-        let Some(sink) = self.webhooks.get() else { return };
-        if channel.starts_with('#') {
-            return;
-        }
+        let Some(sink) = self.channel_sink(channel) else { return };
         if installed.occupied {
             sink.emit(WebhookEvent::ChannelOccupied { channel: Arc::from(channel) });
         }
@@ -86,22 +83,16 @@ impl App {
     /// decides whether the channel (or member) is really gone. Nothing when this node still has
     /// the channel (or the member): then it is not gone.
     pub(crate) fn webhook_withdrawn(&self, channel: &str, user_id: Option<&str>) {
-        let Some(sink) = self.webhooks.get() else { return };
-        if channel.starts_with('#') {
-            return;
-        }
-        let counts = self.hub.counts(channel);
+        let Some(sink) = self.channel_sink(channel) else { return };
         match user_id {
-            Some(user_id) => {
-                if !self.hub.has_member(channel, user_id) {
-                    sink.emit(WebhookEvent::MemberRemoved { channel: Arc::from(channel), user_id: Arc::from(user_id) });
-                }
+            Some(user_id) if !self.hub.has_member(channel, user_id) => {
+                sink.emit(WebhookEvent::MemberRemoved { channel: Arc::from(channel), user_id: Arc::from(user_id) });
             }
-            None => {
-                if counts.is_none_or(|counts| counts.subscription_count == 0) {
-                    sink.emit(WebhookEvent::ChannelVacated { channel: Arc::from(channel) });
-                }
+            // (`counts` is `None` exactly when nobody here is subscribed)
+            None if self.hub.counts(channel).is_none() => {
+                sink.emit(WebhookEvent::ChannelVacated { channel: Arc::from(channel) });
             }
+            _ => {}
         }
     }
 

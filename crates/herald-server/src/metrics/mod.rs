@@ -153,7 +153,7 @@ fn stored(page: &mut Exposition, reads: &[StoreReads]) {
         for (queue, counts) in &read.queues {
             for state in JobState::ALL {
                 let labels = [("app", read.app.id()), ("queue", queue.as_str()), ("state", state.as_str())];
-                family.sample(&labels, count_of(counts, state));
+                family.sample(&labels, counts.get(state));
             }
         }
     }
@@ -179,17 +179,6 @@ fn stored(page: &mut Exposition, reads: &[StoreReads]) {
                 read.app.counters().scrape_errors(source),
             );
         }
-    }
-}
-
-fn count_of(counts: &QueueCounts, state: JobState) -> u64 {
-    match state {
-        JobState::Queued => counts.queued,
-        JobState::Running => counts.running,
-        JobState::Succeeded => counts.succeeded,
-        JobState::Failed => counts.failed,
-        JobState::Dead => counts.dead,
-        JobState::Cancelled => counts.cancelled,
     }
 }
 
